@@ -1,0 +1,36 @@
+"""Session fixtures on the real embedded model (loaded once per test session)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from steeropt.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def wedding_concept():
+    from steeropt.concepts import load_concept
+
+    return load_concept("wedding")
+
+
+@pytest.fixture(scope="session")
+def wedding_vectors(embedded, wedding_concept):
+    """'wedding' (resid, layer 4, with affine map) and 'wedding_heads' (per-head, layer 4)."""
+    from steeropt.vectors import VectorSet, diff_in_means
+
+    c = wedding_concept
+    vs = VectorSet()
+    vs.add(diff_in_means(embedded, c.positive, c.negative, 4, name="wedding"))
+    vs.add(diff_in_means(embedded, c.positive, c.negative, 4, name="wedding_heads", site="heads"))
+    return vs

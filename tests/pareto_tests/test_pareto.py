@@ -1,0 +1,108 @@
+"""Pareto fronts and hypervolume with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steeropt.errors import SteeroptError
+from steeropt.pareto import (TrialPoint, hypervolume, hypervolume_curve, non_dominated, plausible_front,
+                             reference_point, sure_front)
+
+MAX2 = ["maximize", "maximize"]
+
+
+def test_non_dominated_mixed_directions_and_feasibility():
+    pts = [[1, 5], [2, 4], [1, 6], [3, 9], [2, 4]]
+    assert non_dominated(pts, ["maximize", "minimize"]) == [1, 3, 4]  # ties kept; [1,5], [1,6] dominated
+    assert non_dominated(pts, MAX2) == [3]
+    # an infeasible point neither joins the front nor dominates anything
+    assert non_dominated(pts, MAX2, feasible=[True, True, True, False, True]) == [1, 2, 4]
+    assert non_dominated([], MAX2) == []
+
+
+def test_non_dominated_known_front():
+    pts = [[1, 1], [2, 0], [0, 2], [0.5, 0.5], [1, 0]]
+    assert non_dominated(pts, MAX2) == [0, 1, 2]
+
+
+def test_hypervolume_known_values():
+    assert hypervolume([[1, 1]], [0, 0], MAX2) == 1.0
+    # staircase: (1,3), (2,2), (3,1) over ref (0,0) -> 3 + 2 + 1 = 6
+    assert hypervolume([[1, 3], [2, 2], [3, 1]], [0, 0], MAX2) == pytest.approx(6.0)
+    # dominated and out-of-reference points add nothing
+    assert hypervolume([[1, 3], [2, 2], [3, 1], [1, 1], [-1, 5]], [0, 0], MAX2) == pytest.approx(6.0)
+    # minimisation mirrors maximisation
+    assert hypervolume([[-1, -3], [-2, -2], [-3, -1]], [0, 0], ["minimize", "minimize"]) == pytest.approx(6.0)
+    assert hypervolume([[1, 1]], [2, 0], ["minimize", "maximize"]) == pytest.approx(1.0)
+    assert hypervolume([], [0, 0], MAX2) == 0.0
+    assert hypervolume([[3]], [1], ["maximize"]) == 2.0
+
+
+def test_dominating_front_has_larger_hypervolume():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, size=(12, 2))
+    b = a + 0.1  # every point better in both
+    ref = [0, 0]
+    assert hypervolume(b, ref, MAX2) > hypervolume(a, ref, MAX2)
+    assert hypervolume(np.vstack([a, b]), ref, MAX2) == pytest.approx(hypervolume(b, ref, MAX2))
+
+
+def test_hypervolume_3d_matches_box_count():
+    # Two boxes [0,2]x[0,1]x[0,1] and [0,1]x[0,2]x[0,1] overlap in the unit cube: 2 + 2 - 1 = 3
+    assert hypervolume([[2, 1, 1], [1, 2, 1]], [0, 0, 0], ["maximize"] * 3) == pytest.approx(3.0)
+    pts = [[1, 3], [2, 2], [3, 1]]
+    lifted = [[x, y, 1.0] for x, y in pts]  # unit depth keeps the 2-D area
+    assert hypervolume(lifted, [0, 0, 0], ["maximize"] * 3) == pytest.approx(hypervolume(pts, [0, 0], MAX2))
+
+
+def test_hypervolume_curve_is_monotone_and_skips_failed_and_infeasible():
+    trials = [TrialPoint(0, [1, 1]), TrialPoint(1, None), TrialPoint(2, [5, 5], feasible=False),
+              TrialPoint(3, [2, 2]), TrialPoint(4, [0.5, 0.5])]
+    curve = hypervolume_curve(trials, ref_point=[0, 0], directions=MAX2)
+    assert curve == [(0, 1.0), (1, 1.0), (2, 1.0), (3, 4.0), (4, 4.0)]
+
+
+def test_hypervolume_curve_reads_optuna_trials(tmp_path):
+    import optuna
+
+    study = optuna.create_study(directions=MAX2, storage=f"sqlite:///{tmp_path}/s.db")
+    for i, (v, c) in enumerate([([1, 1], 0.0), ([3, 3], 1.0), ([2, 2], -1.0)]):
+        t = study.ask()
+        t.set_constraint("coherence", c)
+        study.tell(t, v)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    curve = hypervolume_curve(study.get_trials(), ref_point=[0, 0], directions=MAX2)
+    assert curve == [(0, 1.0), (1, 1.0), (2, 4.0), (3, 4.0)]
+
+
+def test_front_under_uncertainty():
+    lower = np.array([[1.0, 1.0], [0.0, 0.0], [0.5, 0.5], [3.0, 3.0]])
+    upper = np.array([[2.0, 2.0], [0.4, 0.4], [1.5, 1.5], [3.0, 3.0]])
+    d = MAX2
+    # point 3 is surely best; nothing else can beat [3,3]
+    assert sure_front(lower, upper, d) == [3]
+    assert plausible_front(lower, upper, d) == [3]
+    upper[0] = [4.0, 4.0]  # point 0 might now beat point 3
+    assert plausible_front(lower, upper, d) == [0, 3]
+    assert sure_front(lower, upper, d) == []  # 0 and 3 could each be dominated by the other
+    # zero-width intervals reduce to the ordinary front
+    pts = [[1, 3], [2, 2], [1, 1]]
+    assert plausible_front(pts, pts, d) == sure_front(pts, pts, d) == non_dominated(pts, d) == [0, 1]
+    # minimise: lower is the optimistic side
+    assert plausible_front([[0.0], [1.0]], [[2.0], [1.5]], ["minimize"]) == [0, 1]
+    assert plausible_front([[0.0], [1.0]], [[0.5], [1.5]], ["minimize"]) == [0]
+
+
+def test_bad_input():
+    with pytest.raises(SteeroptError, match="n x 2"):
+        non_dominated([[1, 2, 3]], MAX2)
+    with pytest.raises(SteeroptError, match="finite"):
+        hypervolume([[float("nan"), 1]], [0, 0], MAX2)
+    with pytest.raises(SteeroptError, match="directions"):
+        non_dominated([[1, 2]], ["max", "min"])
+    with pytest.raises(SteeroptError, match="lower <= upper"):
+        plausible_front([[2, 2]], [[1, 1]], MAX2)
+
+
+def test_reference_point():
+    assert reference_point([[1, 10], [3, 20]], ["maximize", "minimize"], margin=0.5) == [0.0, 25.0]
