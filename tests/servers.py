@@ -179,7 +179,14 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self._handle(body)
 
+            def _done(self):  # the answer is leaving: no longer in flight (before the client can see it)
+                if not getattr(self, "_counted_out", False):
+                    self._counted_out = True
+                    with proxy.lock:
+                        proxy.in_flight -= 1
+
             def _send(self, status: int, body: bytes, ctype="application/json", headers=None, length=None):
+                self._done()
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -206,8 +213,7 @@ class FaultProxy:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
                 finally:
-                    with proxy.lock:
-                        proxy.in_flight -= 1
+                    self._done()
 
             def _respond(self, fault: str, opts: dict, body: bytes):
                 if fault == "429":

@@ -74,7 +74,7 @@ class Judge:
         ident = self.identity
         digests = {name: rb.digest() for name, rb in self.spec.rubrics.items()}
         keys = [cache_key(ident, digests[r.rubric], r.prompt, r.response, r.concept) for r in requests]
-        hits = self.cache.get_many(keys) if self.cache else {}
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
         todo: dict[str, JudgeRequest] = {}
         for k, r in zip(keys, requests):
             if k not in hits and k not in todo:
@@ -95,7 +95,7 @@ class Judge:
                 rows.append({"key": k, "identity": ident, "rubric": r.rubric, "rubric_digest": digests[r.rubric],
                              "rating": rating.rating, "score": score, "method": rating.method,
                              "valid_mass": rating.valid_mass, "raw": raw})
-            if self.cache:
+            if self.cache is not None:
                 self.cache.put_many(rows)
         out = []
         for k in keys:
@@ -114,7 +114,7 @@ class Judge:
         return out
 
     def close(self) -> None:
-        if self.cache:
+        if self.cache is not None:
             self.cache.close()
 
     def __repr__(self) -> str:

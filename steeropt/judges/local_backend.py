@@ -3,9 +3,9 @@
 One forward pass over the rendered judge prompt (chat template + the rubric's answer_prefix)
 gives the distribution of the first rating token. Ratings longer than one token (0-100 with a
 tokenizer that splits digits, like SmolLM2's) are scored exactly by following the digit tree:
-p(85) = p("8") * p("5" | "8") * p(end | "85"), one more batched pass per digit level for the
-prefixes holding mass. The score is the probability-weighted mean rating, missing when valid
-ratings hold less than min_valid_mass.
+p(85) = p("8") * p("5" | "8") * p(end | "85"): one more batched pass per digit level for the
+prefixes holding mass, reusing the prompt's KV cache (one new token per row). The score is the
+probability-weighted mean rating, missing when valid ratings hold less than min_valid_mass.
 
 A 135M judge (the embedded default) is weak: it separates gibberish from fluent text better than
 it recognises concepts. For real studies point the judge at a stronger model: the openai backend
@@ -58,50 +58,61 @@ class LocalJudge(Judge):
         return tok(text + rubric.answer_prefix, add_special_tokens=False).input_ids
 
     @torch.no_grad()
-    def _next_probs(self, rows: list[list[int]]) -> torch.Tensor:
-        """Next-token probabilities after each row of ids, batched with left padding. Returns [rows, vocab]."""
-        out = []
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache=None):
+        """Next-token probabilities [rows, vocab] and the KV cache. ids [rows, new], mask [rows, past + new]."""
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1)
+        self.stats.forward_passes += 1
+        return torch.softmax(out.logits[:, -1].float(), -1), out.past_key_values
+
+    def _distributions(self, prompts: list[list[int]], rubric: Rubric) -> list[dict[int, float]]:
+        """Probability of each valid rating per prompt (sums to <= 1); prompts are token id lists."""
+        dists: list[dict[int, float]] = [dict() for _ in prompts]
         pad = self.lm.tokenizer.pad_token_id or 0
         device = next(self.lm.model.parameters()).device
         bs = self.spec.batch_size
-        for i in range(0, len(rows), bs):
-            chunk = rows[i:i + bs]
+        for i in range(0, len(prompts), bs):
+            chunk = prompts[i:i + bs]
             width = max(len(r) for r in chunk)
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=device)
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                   use_cache=False, logits_to_keep=1).logits[:, -1].float()
-            self.stats.forward_passes += 1
-            out.append(torch.softmax(logits, -1).cpu())
-        return torch.cat(out)
-
-    def _distributions(self, prompts: list[list[int]], rubric: Rubric) -> list[dict[int, float]]:
-        """Probability of each valid rating per prompt (sums to <= 1)."""
+            probs, cache = self._forward(ids, mask)
+            rows = [(i + r, "", 1.0, r) for r in range(len(chunk))]
+            self._follow(rows, probs, cache, mask, dists, rubric)
         lo, hi = rubric.scale.min, rubric.scale.max
-        dists: list[dict[int, float]] = [dict() for _ in prompts]
-        # frontier: (prompt index, ids so far, rating prefix string, probability of the prefix)
-        frontier = [(k, p, "", 1.0) for k, p in enumerate(prompts)]
-        while frontier:
-            probs = self._next_probs([ids for _, ids, _, _ in frontier])
-            nxt = []
-            for (k, ids, prefix, p), row in zip(frontier, probs):
-                table = self._cont if prefix else self._first
-                if prefix:
-                    # mass that ends the number here: anything but another digit
-                    end = 1.0 - float(row[self._cont_ids].sum())
-                    dists[k][int(prefix)] = dists[k].get(int(prefix), 0.0) + p * end
-                for tid, s in table.items():
-                    q = p * float(row[tid])
-                    num = prefix + s
-                    if q <= 0 or (len(num) > 1 and num[0] == "0") or int(num) > hi:
-                        continue
-                    if num != "0" and int(num) * 10 <= hi and q >= EXPAND_MIN:
-                        nxt.append((k, ids + [tid], num, q))
-                    elif int(num) >= lo:
-                        dists[k][int(num)] = dists[k].get(int(num), 0.0) + q
-            frontier = nxt
         return [{v: p for v, p in d.items() if lo <= v <= hi} for d in dists]
+
+    def _follow(self, rows, probs, cache, mask, dists, rubric) -> None:
+        """Add each row's ratings to dists; extend prefixes that can still grow by one digit.
+
+        rows: (prompt index, rating prefix so far, probability of the prefix, row in probs/cache).
+        """
+        hi = rubric.scale.max
+        grow = []  # (prompt index, new prefix, its probability, parent row, token id)
+        for k, prefix, p, row in rows:
+            dist = probs[row]
+            if prefix:  # the number ends here unless another digit follows
+                end = 1.0 - float(dist[self._cont_ids].sum())
+                dists[k][int(prefix)] = dists[k].get(int(prefix), 0.0) + p * end
+            for tid, s in (self._cont if prefix else self._first).items():
+                q, num = p * float(dist[tid]), prefix + s
+                if q <= 0 or (len(num) > 1 and num[0] == "0") or int(num) > hi:
+                    continue
+                if num != "0" and int(num) * 10 <= hi and q >= EXPAND_MIN:
+                    grow.append((k, num, q, row, tid))
+                else:
+                    dists[k][int(num)] = dists[k].get(int(num), 0.0) + q
+        step = 2 * self.spec.batch_size  # rows per pass: each copies the prompt's KV cache
+        for j in range(0, len(grow), step):
+            part = grow[j:j + step]
+            idx = torch.tensor([g[3] for g in part], device=mask.device)
+            sub_cache = _select(cache, idx)
+            sub_mask = torch.cat([mask[idx], torch.ones(len(part), 1, dtype=mask.dtype, device=mask.device)], 1)
+            ids = torch.tensor([[g[4]] for g in part], device=mask.device)
+            sub_probs, sub_cache = self._forward(ids, sub_mask, sub_cache)
+            self._follow([(g[0], g[1], g[2], r) for r, g in enumerate(part)], sub_probs, sub_cache, sub_mask,
+                         dists, rubric)
 
     def _rate(self, requests: list[JudgeRequest]) -> list[tuple[Rating, str | None]]:
         out: list[tuple[Rating, str | None] | None] = [None] * len(requests)
@@ -116,6 +127,13 @@ class LocalJudge(Judge):
                 raw = json.dumps({str(v): round(p, 4) for v, p in top.items()})
                 out[i] = (weighted_rating(dist, rubric), raw)
         return out  # type: ignore[return-value]
+
+
+def _select(cache, idx: torch.Tensor):
+    """A new KV cache holding rows idx (repeats allowed) of `cache`; the parent stays intact."""
+    from transformers.cache_utils import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(layer.keys[idx], layer.values[idx]) for layer in cache.layers])
 
 
 def _is_number(s: str) -> bool:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from steeropt.errors import ModelError
+from steeropt.errors import InterventionError, ModelError
 
 # Llama-family decoders share the module layout model.model.layers[i].self_attn.o_proj.
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text")
@@ -48,9 +48,9 @@ class ArchAdapter:
 
     def check_layer(self, index: int) -> None:
         if not isinstance(index, int) or not 0 <= index < self.n_layers:
-            raise ModelError(f"unknown layer {index!r}: this model has layers 0..{self.n_layers - 1}")
+            raise InterventionError(f"unknown layer {index!r}: this model has layers 0..{self.n_layers - 1}")
 
     def check_heads(self, heads) -> None:
         bad = [h for h in heads if not 0 <= int(h) < self.n_heads]
         if bad:
-            raise ModelError(f"head(s) {bad} out of range: this model has heads 0..{self.n_heads - 1}")
+            raise InterventionError(f"head(s) {bad} out of range: this model has heads 0..{self.n_heads - 1}")

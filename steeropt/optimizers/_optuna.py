@@ -47,7 +47,7 @@ class GridOptimizer(OptunaOptimizer):
 
     def _sampler(self):
         self.grid = self.space.grid(int(self.settings.get("grid_size", 14)))
-        return optuna.samplers.GridSampler(self.grid, seed=self.seed)
+        return _GridSampler(self.grid, seed=self.seed)
 
     def _remaining(self) -> int:
         # Grid points already started or finished (FAIL included, as GridSampler counts them) are used up;
@@ -57,6 +57,14 @@ class GridOptimizer(OptunaOptimizer):
         used = {t.system_attrs["grid_id"] for t in trials
                 if "grid_id" in t.system_attrs and t.state != TrialState.WAITING}
         return total - len(used) + n_waiting(self.study)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its after_trial, which calls study.stop() (an error outside study.optimize);
+    GridOptimizer._remaining does that job for ask/tell."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
 
 
 class RandomOptimizer(OptunaOptimizer):
@@ -85,8 +93,7 @@ class TPEOptimizer(OptunaOptimizer):
         s = self.settings
         return optuna.samplers.TPESampler(
             seed=self._stream_seed(), n_startup_trials=int(s.get("n_startup_trials", 10)),
-            multivariate=bool(s.get("multivariate", True)), constant_liar=bool(s.get("constant_liar", True)),
-            warn_independent_sampling=False)
+            multivariate=bool(s.get("multivariate", True)), constant_liar=bool(s.get("constant_liar", True)))
 
 
 class NSGA2Optimizer(OptunaOptimizer):

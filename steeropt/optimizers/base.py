@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -64,11 +65,11 @@ def open_storage(storage: str | optuna.storages.BaseStorage, settings: dict) -> 
     kw: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         kw["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # several workers wait on sqlite's lock
-    if settings.get("heartbeat_interval"):
-        kw.update(heartbeat_interval=int(settings["heartbeat_interval"]), grace_period=settings.get("grace_period"),
-                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(settings.get("max_retry", 1)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.get("heartbeat_interval"):
+            kw.update(heartbeat_interval=int(settings["heartbeat_interval"]), grace_period=settings.get("grace_period"),
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(settings.get("max_retry", 1)))
         return RDBStorage(storage, **kw)
 
 
@@ -76,6 +77,39 @@ def heartbeat_on(storage: optuna.storages.BaseStorage) -> bool:
     """Whether the storage records trial heartbeats (RDBStorage with heartbeat_interval)."""
     get = getattr(storage, "get_heartbeat_interval", None)
     return get is not None and get() is not None
+
+
+class Heartbeat:
+    """One daemon thread recording a heartbeat for each trial asked here and not yet told.
+
+    Optuna's own HeartbeatThread is meant for a `with` block in Study.optimize and is not a daemon: with
+    ask/tell, a process that crashes between ask and tell would hang on it instead of exiting.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage):
+        self.storage, self.interval = storage, storage.get_heartbeat_interval()
+        self.ids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)
+        self.ids.add(trial_id)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="steeropt-heartbeat", daemon=True)
+            self._thread.start()
+
+    def remove(self, trial_id: int) -> None:
+        self.ids.discard(trial_id)
+
+    def stop(self) -> None:
+        self.ids.clear()
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for trial_id in list(self.ids):
+                self.storage.record_heartbeat(trial_id)
 
 
 class Optimizer(abc.ABC):
@@ -106,7 +140,8 @@ class Optimizer(abc.ABC):
         with warnings.catch_warnings():  # multivariate TPE, constant_liar ... are "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.sampler = self._sampler()
-        self._pending: dict[int, tuple[optuna.Trial, Any]] = {}  # number -> (trial, heartbeat thread)
+        self._pending: dict[int, optuna.Trial] = {}  # asked here, not told yet
+        self._heartbeat = Heartbeat(self.storage) if heartbeat_on(self.storage) else None
 
     # --- to implement -------------------------------------------------------------------------------
     def _sampler(self) -> optuna.samplers.BaseSampler:
@@ -130,13 +165,9 @@ class Optimizer(abc.ABC):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask(fixed_distributions=self.dists if fixed else None)
-        beat = None
-        if heartbeat_on(self.storage):
-            from optuna.storages._heartbeat import HeartbeatThread  # what Study.optimize uses per trial
-
-            beat = HeartbeatThread(trial._trial_id, self.storage)
-            beat.start()
-        self._pending[trial.number] = (trial, beat)
+        self._pending[trial.number] = trial
+        if self._heartbeat is not None:
+            self._heartbeat.add(trial._trial_id)
         return trial
 
     def tell(self, number: int, values: dict[str, float] | None, *, constraints: dict[str, float] | None = None,
@@ -173,7 +204,7 @@ class Optimizer(abc.ABC):
 
     def _trial(self, number: int) -> optuna.Trial:
         if number in self._pending:
-            return self._pending[number][0]
+            return self._pending[number]
         try:
             tid = self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         except KeyError:
@@ -184,9 +215,9 @@ class Optimizer(abc.ABC):
         return optuna.Trial(self.study, tid)  # a trial asked by another process (e.g. a worker handing over)
 
     def _release(self, number: int) -> None:
-        _, beat = self._pending.pop(number, (None, None))
-        if beat is not None:
-            beat.join()
+        trial = self._pending.pop(number, None)
+        if trial is not None and self._heartbeat is not None:
+            self._heartbeat.remove(trial._trial_id)
 
     def recover_stale(self, *, heartbeat: bool | None = None, retry: bool = True) -> list[int]:
         """Fail RUNNING trials that no live process will tell; return their numbers.
@@ -235,9 +266,10 @@ class Optimizer(abc.ABC):
         return self.study.trials_dataframe()
 
     def close(self) -> None:
-        """Stop heartbeat threads of trials that were asked and never told."""
-        for number in list(self._pending):
-            self._release(number)
+        """Stop heartbeats (trials asked and never told stay RUNNING: recover_stale deals with them)."""
+        self._pending.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
     def _check_study_matches(self) -> None:
         # A resumed study must be the same problem: same optimizer, goals and parameters.

@@ -7,9 +7,12 @@ from steeropt.errors import JudgeError
 from steeropt.judges import JudgeRequest, Rubric, load_judge_spec, make_judge
 
 # A short 0-2 rubric answered in one token: keeps 200 requests through the 135M server fast.
-DIGIT = Rubric(template="Is this text fluent English?\nText: {response}\nAnswer with one digit: 0 (no), 1 (partly) "
-                        "or 2 (yes).", scale={"min": 0, "max": 2}, parse=r"^\s*(\d)(?!\d)",
-               logprob_position="first", max_tokens=1)
+# The text comes last so llama.cpp reuses the KV cache of the shared prefix between requests.
+DIGIT = Rubric(template="Is the text below fluent English? Answer with one digit: 0 (no), 1 (partly) or 2 (yes).\n"
+                        "Text: {response}", scale={"min": 0, "max": 2}, parse=r"^\s*(\d)(?!\d)",
+               logprob_position="first", max_tokens=1, min_valid_mass=0.01)
+# min_valid_mass is low on purpose: the 135M server model puts only ~5% of its first-token mass on
+# digits (it likes to start with "The"); at persona_vectors' 0.25 these would all be missing.
 FLUENT = "The bride walked down the aisle and the guests cheered."
 
 
@@ -24,9 +27,13 @@ def test_logprobs_through_the_real_server(llama_server, tmp_path):
     judge = make(llama_server.base_url, tmp_path)
     res = judge.judge([JudgeRequest("digit", "p", FLUENT), JudgeRequest("digit", "p", "xq plorm vantish grebble")])
     for r in res:  # the server returns top_logprobs: the score is the weighted mean, not the sampled digit
-        assert r.missing is None and r.method == "logprobs" and r.valid_mass >= 0.25
-        assert 0 <= r.score <= 1 and r.rating not in (None,)
+        assert r.missing is None and r.method == "logprobs" and r.valid_mass >= 0.01
+        assert 0 <= r.score <= 1 and r.rating is not None
     assert judge.stats.http_attempts == 2 and judge.stats.retries == 0
+    strict = make(llama_server.base_url, tmp_path, cache=False)
+    strict.spec.rubrics["digit"] = DIGIT.model_copy(update={"min_valid_mass": 0.9})
+    [r] = strict.judge([JudgeRequest("digit", "p", FLUENT)])
+    assert r.score is None and "probability mass" in r.missing  # too little mass on ratings: missing, not 0
 
 
 def test_shipped_rubrics_through_the_server_score_or_say_why(llama_server, tmp_path):

@@ -140,7 +140,8 @@ def test_heartbeat_recovery(tmp_path):
     assert other.study.trials[alive.number].state == TrialState.RUNNING
     requeued = other.ask(1)[0]
     assert requeued.params == dead.params
-    worker.tell(alive.number, *problem(alive.params))
+    values, cons = problem(alive.params)
+    worker.tell(alive.number, values, constraints=cons)
     worker.close()
 
 

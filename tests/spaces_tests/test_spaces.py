@@ -42,7 +42,8 @@ def test_build_through_specs_finds_space_by_name():
 
     spec = build("search_space", "wedding-add-l4")
     assert [p.name for p in spec.parameters()] == ["alpha_l4_wedding"]
-    assert spec.parameters()[0].high == 1.5
+    p = spec.parameters()[0]
+    assert p.low == 0.0 < p.high  # the upper bound is tuned by hand on the embedded model
 
 
 def test_build_reports_file_and_field(tmp_path):

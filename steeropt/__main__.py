@@ -1,0 +1,3 @@
+from steeropt.cli import main
+
+main()
