@@ -64,7 +64,8 @@ def plot_fronts(fronts: dict[str, pd.DataFrame], objectives, path_png: Path, pat
     ax.set_ylabel(f"{y} ({objectives[1][1] if len(objectives) > 1 else ''})")
     ax.set_title(title or "Pareto front")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path_png, dpi=110)
     plt.close(fig)

@@ -1,7 +1,8 @@
 """Controllers and the hooks that apply them, with one strength per batch row and site.
 
 What α means (normalised unit, the default everywhere; `raw_alphas` gives the raw values):
-- add:      x + α·m·v̂           m = mean token norm at the site on neutral text, v̂ = v/|v|.
+- add:      x + α·m·v̂           m = mean token norm at the site on neutral text, v̂ = v/|v|
+            (measured at the vector's layer when it is built; at another layer, on NEUTRAL_TEXTS).
             α = 0.1 pushes by a tenth of a typical activation; raw = coefficient on v as given (α·m/|v|).
 - clamp:    x + (α·m − x·v̂)·v̂   sets the projection on v̂ to α·m (α = 0 erases the direction, like ablate).
 - ablate:   x − α·(x·v̂)·v̂       α = 1 removes the projection, 0 leaves x alone.
@@ -91,9 +92,24 @@ def validate_plans(lm: LoadedModel, vectors: VectorSet, plans: Sequence[Interven
                 raise InterventionError(f"affine needs a fitted transport map; vector '{vec.name}' has none")
 
 
+def site_norm(lm: LoadedModel, vectors: VectorSet, site: Site) -> float:
+    """m, the activation scale of α at a residual site: the vector's own measurement at its layer, or the
+    mean token norm at the site's layer on neutral text when a vector is used at another layer."""
+    vec = vectors[site.vector]
+    if site.layer == vec.layer or site.controller == "head_add":
+        return vec.mean_norm
+    if site.layer not in lm._neutral_norms:
+        from steeropt.activations import mean_token_norm
+        from steeropt.vectors import NEUTRAL_TEXTS
+
+        lm._neutral_norms[site.layer] = float(mean_token_norm(lm, NEUTRAL_TEXTS, site.layer))
+    return lm._neutral_norms[site.layer]
+
+
 def _build_op(lm: LoadedModel, vectors: VectorSet, site: Site, alpha: torch.Tensor, active: torch.Tensor) -> _Op:
     """alpha, active: `[B]` per-row strength and whether the row's plan has this site."""
     vec = vectors[site.vector]
+    m = site_norm(lm, vectors, site)
     dtype = next(lm.model.parameters()).dtype
     v = vec.vector.to(dtype)
     a = (alpha * active).to(dtype)
@@ -107,13 +123,13 @@ def _build_op(lm: LoadedModel, vectors: VectorSet, site: Site, alpha: torch.Tens
         return _Op(site, lambda x: x + delta)
     u = v / v.norm().clamp(min=1e-12)
     if site.controller == "add":
-        delta = (a * vec.mean_norm)[:, None, None] * u
+        delta = (a * m)[:, None, None] * u
         return _Op(site, lambda x: x + delta)
     if site.controller == "ablate":
         k = a[:, None]
         return _Op(site, lambda x: x - (k * (x @ u)).unsqueeze(-1) * u)
     if site.controller == "clamp":
-        target, on = (alpha.to(dtype) * vec.mean_norm)[:, None], active.to(dtype)[:, None]
+        target, on = (alpha.to(dtype) * m)[:, None], active.to(dtype)[:, None]
         return _Op(site, lambda x: x + ((target - x @ u) * on).unsqueeze(-1) * u)
     # affine
     lam = a[:, None, None]
@@ -186,15 +202,17 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
             h.remove()
 
 
-def raw_alphas(plan: InterventionPlan, vectors: VectorSet) -> list[float]:
-    """The raw value of each site's strength (see the module docstring for each controller)."""
+def raw_alphas(plan: InterventionPlan, vectors: VectorSet, lm: LoadedModel | None = None) -> list[float]:
+    """The raw value of each site's strength (see the module docstring for each controller).
+    Pass `lm` when a vector is used at another layer than its own (the scale m is then the site's)."""
     raw = []
     for site, alpha in zip(plan.sites, plan.alphas):
         vec = vectors[site.vector]
+        m = site_norm(lm, vectors, site) if lm is not None else vec.mean_norm
         if site.controller == "add":
-            raw.append(alpha * vec.mean_norm / max(vec.norm, 1e-12))
+            raw.append(alpha * m / max(vec.norm, 1e-12))
         elif site.controller == "clamp":
-            raw.append(alpha * vec.mean_norm)
+            raw.append(alpha * m)
         elif site.controller == "head_add":
             raw.append(alpha * float(vec.head_norms[list(site.heads)].mean()))
         else:

@@ -202,7 +202,7 @@ class Study:
         return self.stack.evaluate(samples, plans, baseline=baseline, vectors=self.vectors)
 
     def _finish(self, cand, plan, res) -> None:
-        raw = dict(zip(_site_names(plan), raw_alphas(plan, self.vectors)))
+        raw = dict(zip(_site_names(plan), raw_alphas(plan, self.vectors, self.lm)))
         summary = {"raw_alphas": raw}
         if isinstance(res, Exception) or res.failed:
             reason = str(res) if isinstance(res, Exception) else res.reason

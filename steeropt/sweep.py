@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from steeropt.concepts import Concept
 from steeropt.generation import Decoding, Generator
+from steeropt.interventions import raw_alphas
 from steeropt.models import LoadedModel
 from steeropt.objectives.metrics import cheap_metrics, compile_keywords
 from steeropt.types import InterventionPlan, Site
@@ -26,7 +27,7 @@ def sweep(lm: LoadedModel, concept: Concept, alphas: list[float], *, layer: int 
     """Generate every (α, prompt) pair in batched calls and summarise each α."""
     layer = concept.layer if layer is None else layer
     vectors = VectorSet()
-    vec = vectors.add(diff_in_means(lm, concept.positive, concept.negative, layer, name=concept.name))
+    vectors.add(diff_in_means(lm, concept.positive, concept.negative, layer, name=concept.name))
     prompts = [(concept.name, p) for p in concept.prompts[:n_prompts]]
     plans = [InterventionPlan([Site(layer, controller, concept.name)], [a]) for a in alphas]
     samples = Generator(lm, vectors).run(prompts, plans, decoding, seed=seed, progress=progress)
@@ -37,10 +38,7 @@ def sweep(lm: LoadedModel, concept: Concept, alphas: list[float], *, layer: int 
         group = samples[k * len(prompts):(k + 1) * len(prompts)]
         metrics = [cheap_metrics(s.token_ids, s.text, s.finished, stop, patterns) for s in group]
         reps = [m["rep_3"] for m in metrics if m["rep_3"] is not None]
-        from steeropt.interventions import raw_alphas
-
-        rows.append(SweepRow(alpha, raw_alphas(plans[k], vectors)[0],
+        rows.append(SweepRow(alpha, raw_alphas(plans[k], vectors, lm)[0],
                              sum(m["keyword_hit"] or 0 for m in metrics) / len(group),
                              sum(reps) / len(reps) if reps else float("nan"), group[0].text))
-    del vec
     return rows

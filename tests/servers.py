@@ -258,3 +258,235 @@ class FaultProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+# ---- PostgreSQL and MLflow tracking servers on loopback (distributed-study tests) ---------------------
+
+def _pg_bindir() -> Path | None:
+    """Directory holding initdb / pg_ctl (PATH first, then Debian's /usr/lib/postgresql/<v>/bin)."""
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(d) / "initdb").is_file() and (Path(d) / "pg_ctl").is_file():
+            return Path(d)
+    return None
+
+
+def postgres_available() -> str | None:
+    """None when a throwaway PostgreSQL server can be started here, else why not."""
+    if _pg_bindir() is None:
+        return "PostgreSQL is not installed (scripts/test.sh apt-installs it as root: apt-get install postgresql)"
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root but there is no 'postgres' user to run the server as"
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return "psycopg2 is not installed (pip install psycopg2-binary)"
+    return None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster: initdb (trust auth) on a temp dir, listening on 127.0.0.1:<port>.
+
+    As root the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+        pg = PostgresServer.start(); url = pg.create_database("study"); ...; pg.stop()
+    """
+
+    def __init__(self, root: Path, port: int, bindir: Path, user: str | None):
+        self.root, self.port, self.bindir, self.user = root, port, bindir, user
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stdout[-1000:]} {r.stderr[-1000:]}")
+        return r
+
+    @classmethod
+    def start(cls, *, port: int | None = None, ready_timeout_s: float = 60.0) -> "PostgresServer":
+        why = postgres_available()
+        if why:
+            raise RuntimeError(why)
+        root = Path(tempfile.mkdtemp(prefix="steeropt-pg-"))
+        user = None
+        if os.geteuid() == 0:
+            import pwd
+            import shutil
+
+            user = "postgres"
+            pw = pwd.getpwnam(user)
+            shutil.chown(root, pw.pw_uid, pw.pw_gid)
+            os.chmod(root, 0o700)
+        server = cls(root, port or free_port(), _pg_bindir(), user)
+        server._run("initdb", "-D", str(server.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        opts = f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c full_page_writes=off -c max_connections=200"
+        server._run("pg_ctl", "-D", str(server.data), "-l", str(root / "server.log"), "-o", opts, "-w",
+                    "-t", str(int(ready_timeout_s)), "start", timeout=ready_timeout_s + 30)
+        return server
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """CREATE DATABASE name; returns its SQLAlchemy URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return self.url(name)
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return (self.root / "server.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        import shutil
+
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1:<port> with a SQLite backend and proxied artifacts, in its own
+    process group. One gunicorn/uvicorn worker and no job runner: ready in ~10 s."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, root: Path, log_path: Path):
+        self.proc, self.port, self.root, self.log_path = proc, port, root, log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def backend_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @classmethod
+    def start(cls, root: str | Path | None = None, *, port: int | None = None,
+              ready_timeout_s: float = 120.0) -> "MlflowServer":
+        root = Path(root or tempfile.mkdtemp(prefix="steeropt-mlflow-"))
+        root.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        log_path = root / "server.log"
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                    start_new_session=True)
+        server = cls(proc, port, root, log_path)
+        deadline = time.time() + ready_timeout_s
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {proc.returncode}: {server.log_tail()}")
+            try:
+                with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return server
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.3)
+        server.stop()
+        raise RuntimeError(f"mlflow server not ready after {ready_timeout_s}s: {server.log_tail()}")
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the server's own group: gunicorn/uvicorn workers too
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+class ReadOnlyProxy:
+    """An HTTP front for a tracking server that refuses writes: GETs are forwarded, any other method gets
+    403 (no retry by the MLflow client). `refused` counts the refused requests."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.refused = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> "ReadOnlyProxy":
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                req = urllib.request.Request(proxy.upstream + self.path, method="GET")
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        status, ctype, data = r.status, r.headers.get("Content-Type", "application/json"), r.read()
+                except urllib.error.HTTPError as e:
+                    status, ctype, data = e.code, e.headers.get("Content-Type", "application/json"), e.read()
+                self._send(status, data, ctype)
+
+            def _refuse(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.refused += 1
+                self._send(403, b'{"error_code": "PERMISSION_DENIED", "message": "this tracking server is read-only"}')
+
+            do_POST = do_PATCH = do_PUT = do_DELETE = _refuse
+
+            def _send(self, status, data, ctype="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

