@@ -32,6 +32,21 @@ def timed(fn, repeats):
     return best
 
 
+def batching(gen, prompts, plans, decoding, ks=(1, 4, 8, 16), repeats=1, log=None) -> list[dict]:
+    """K candidate plans x the same prompts: one batched Generator.run vs K sequential calls (one per plan).
+    Both arms use the real generation path (rows stop at EOS, a batch runs until its last row stops)."""
+    out = []
+    for k in ks:
+        ps = plans[:k]
+        t_b = timed(lambda: gen.run(prompts, ps, decoding), repeats)
+        t_s = timed(lambda: [gen.run(prompts, [pl], decoding) for pl in ps], repeats)
+        out.append({"k": k, "prompts_per_candidate": len(prompts), "new_tokens": decoding.max_new_tokens,
+                    "batched_s": t_b, "sequential_s": t_s, "speedup": t_s / t_b})
+        if log:
+            log(f"  batching K={k}: batched {t_b:.1f}s, sequential {t_s:.1f}s, speedup {t_s / t_b:.2f}x")
+    return out
+
+
 def load_times() -> dict:
     """Cold = fresh cache dir (GGUF dequantized and cached); warm = the second load from that cache."""
     code = "import time,sys; from steeropt.models import load_model; lm=load_model(); print(lm.load_seconds)"

@@ -179,6 +179,9 @@ def list_(kind: str = typer.Argument("study", help="study | search_space | objec
         out.print(f"{e.name:<28} {e.path}  {e.description or ''}")
 
 
+from steeropt import cli_analysis  # noqa: E402,F401  (registers compare, pick, generate)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="steeropt")  # usage errors: click prints them and exits 2

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import platform
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from steeropt.errors import SteeroptError
+from steeropt.errors import JudgeError, SteeroptError
 from steeropt.generation import Decoding, Generator
 from steeropt.interventions import raw_alphas
 from steeropt.specs import StudySpec, build
@@ -77,30 +78,32 @@ class Study:
         from steeropt.models import load_model
         from steeropt.objectives import ObjectiveStack
         from steeropt.objectives.tier1 import ConceptInfo
-        from steeropt.optimizers import make_optimizer
+        from steeropt.optimizers import check_settings, make_optimizer
 
         spec = self.spec
         self.lm = lm or load_model(spec.model)
         self.vectors = build_vectors(self.lm, spec)
+        # Order matters: fail on an unreachable storage, a missing judge key or a refusing tracker before
+        # writing anything (judge cache, tracking store, study storage).
+        check_settings(spec.optimizer.name, spec.optimizer.settings)
+        check_storage(spec.storage)
         self.judge = None
         if self.judge_spec is not None:
             from steeropt.judges import make_judge
 
             self.judge = make_judge(self.judge_spec, lm=self.lm)
         self.stack = ObjectiveStack(self.objective, self.lm, self.judge, ConceptInfo.from_concept(spec.concept))
-        # Order matters: fail on an unreachable storage or a refusing tracker before writing to either.
-        check_storage(spec.storage)
         self.tracker = None
         if self.track:
             from steeropt.tracking import Tracker
 
             self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, spec.name)
+            # the parent run before the study storage: a tracker that refuses writes leaves the storage untouched
+            self.tracker.start(self._run_params(), self._run_tags(), {"study.yaml": self._resolved_yaml()})
         self.optimizer = make_optimizer(
             spec.optimizer.name, space=self.space, objectives=self.stack.objectives,
             constraints=self.stack.constraints, storage=spec.storage, study_name=spec.name, seed=spec.seed,
             settings=spec.optimizer.settings)
-        if self.tracker is not None:
-            self.tracker.start(self._run_params(), self._run_tags(), {"study.yaml": self._resolved_yaml()})
         self.generator = Generator(self.lm, self.vectors)
         self.decoding = Decoding(**spec.decoding.model_dump())
         self.prompts = trial_prompts(spec)
@@ -138,30 +141,117 @@ class Study:
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
         return [t for t in self.optimizer.study.get_trials(deepcopy=False) if t.state in states]
 
+    def budget_trials(self, trials=None) -> list:
+        """The trials the budget counts, in budget order (start time, then number): RUNNING and finished
+        ones, except a FAIL trial that was re-queued (stale): its retry counts in its place."""
+        import optuna
+
+        S = optuna.trial.TrialState
+        trials = self.optimizer.study.get_trials(deepcopy=False) if trials is None else trials
+        requeued = {n for t in trials for n in (t.system_attrs.get("retry_history") or [])}
+        counted = [t for t in trials if t.state == S.RUNNING
+                   or (t.state in (S.COMPLETE, S.FAIL) and t.number not in requeued)]
+        return sorted(counted, key=lambda t: (t.datetime_start or _dt.datetime.max, t.number))
+
     def run(self, n_trials: int | None = None, *, callback=None, worker: bool = False) -> pd.DataFrame:
-        """Run until the study has `budget.trials` finished trials (or `n_trials` more from this process)."""
+        """Run until the study has `budget.trials` finished trials (or `n_trials` more from this process).
+
+        Several processes may run the same study (`worker=True`, shared storage): the budget is exact.
+        Each one asks only for what is left; right after `ask` (and again before `tell`) a trial that
+        would go past the budget — two workers asked at once — is given back (WAITING: the next ask
+        hands it out). With heartbeats on (optimizer settings heartbeat_interval), a worker also fails
+        and re-queues trials whose worker stopped, and waits for trials running elsewhere before
+        deciding the study is done.
+        """
+        import optuna
+
         self.setup()
+        heartbeat = self.optimizer._heartbeat is not None
         if not worker:
             self.optimizer.recover_stale()  # sole runner: RUNNING trials left by a crash are re-queued
-        self._sync_tracking()
+            self._sync_tracking()
+        else:
+            import os
+            import zlib
+
+            # workers starting together would share one random stream (same seed): each gets its own
+            self.optimizer.diversify(zlib.crc32(f"{_hostname()}:{os.getpid()}".encode()))
+            self._sync_tracking(min_age_s=self._stale_after())  # a live worker logs its own trials
+        budget = self.spec.budget.trials
         started_here = 0
         while True:
-            done = len(self.finished_trials())
-            self.progress.done = done
-            remaining = self.spec.budget.trials - done - self._running_elsewhere()
+            if worker and heartbeat:
+                self._log_recovered(self.optimizer.recover_stale())
+            counted = self.budget_trials()
+            running = sum(t.state == optuna.trial.TrialState.RUNNING for t in counted)
+            self.progress.done = len(counted) - running
+            remaining = budget - len(counted)
             if n_trials is not None:
                 remaining = min(remaining, n_trials - started_here)
-            if remaining <= 0 or self._judge_budget_spent():
+            if self._judge_budget_spent() or (n_trials is not None and started_here >= n_trials):
+                break
+            if remaining <= 0:
+                if worker and heartbeat and running and len(counted) - running < budget:
+                    time.sleep(self.optimizer.storage.get_heartbeat_interval())  # a trial elsewhere may
+                    continue  # fail as stale and come back re-queued: wait for it
                 break
             cands = self.optimizer.ask(min(self.spec.budget.batch_size, remaining))
             if not cands:
                 break  # the optimizer is exhausted (e.g. a finished grid)
+            self._mark_worker(cands)
+            cands = self._within_budget(cands)
+            if not cands:
+                continue
             started_here += len(cands)
             self.run_batch(cands)
             if callback is not None:
                 callback(self.progress)
         self.update_artifacts()
         return self.results()
+
+    def _stale_after(self) -> float:
+        """Seconds after which a finished trial missing in MLflow is surely not being logged by a live worker."""
+        st = self.optimizer.storage
+        hb = st.get_heartbeat_interval() if self.optimizer._heartbeat is not None else None
+        return max(120.0, 3.0 * (getattr(st, "grace_period", None) or 2 * (hb or 60)))
+
+    def _mark_worker(self, cands) -> None:
+        """Record which process runs each trial (user attr `worker` = host:pid)."""
+        import os
+
+        who = f"{_hostname()}:{os.getpid()}"
+        for c in cands:
+            trial = self.optimizer._pending.get(c.number)
+            if trial is not None:
+                self.optimizer.storage.set_trial_user_attr(trial._trial_id, "worker", who)
+
+    def _within_budget(self, cands) -> list:
+        """The candidates inside the budget; the others are given back (WAITING, same params) untouched."""
+        allowed = {t.number for t in self.budget_trials()[:self.spec.budget.trials]}
+        keep = [c for c in cands if c.number in allowed]
+        for c in cands:
+            if c.number not in allowed:
+                self._give_back(c)
+        return keep
+
+    def _give_back(self, cand) -> None:
+        import optuna
+
+        trial = self.optimizer._pending.get(cand.number)
+        if trial is None:
+            return
+        self.optimizer._release(cand.number)
+        self.optimizer.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.WAITING)
+
+    def _log_recovered(self, numbers) -> None:
+        """Log trials this process failed as stale (each is failed by exactly one process)."""
+        if not numbers or self.tracker is None:
+            return
+        study = self.optimizer.study
+        for n in numbers:
+            t = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, n))
+            ua = t.user_attrs
+            self._log_trial(n, t.params, ua.get("raw_alphas", {}), ua, "FAIL", ua.get("failed_reason"), None)
 
     def _running_elsewhere(self) -> int:
         import optuna
@@ -183,17 +273,21 @@ class Study:
         baseline = self.baseline_samples()
         try:
             results = self._evaluate(plans, baseline)
-        except SteeroptError:
-            if len(plans) == 1:
-                raise
-            results = []
+        except JudgeError:
+            raise  # a misconfigured judge is not one candidate's fault: stop the study
+        except SteeroptError as exc:
+            results = [exc] if len(plans) == 1 else []
+        if len(results) != len(plans):
             for plan in plans:  # isolate the candidate that broke the batch (e.g. NaN activations)
                 try:
                     results.append(self._evaluate([plan], baseline)[0])
                 except SteeroptError as exc:
                     results.append(exc)
+        # budget checked again just before tell: closes the window in which a concurrent ask was not visible
+        inside = {c.number for c in self._within_budget(cands)}
         for cand, plan, res in zip(cands, plans, results):
-            self._finish(cand, plan, res)
+            if cand.number in inside:
+                self._finish(cand, plan, res)
         self.update_artifacts()
         return results
 
@@ -204,13 +298,18 @@ class Study:
     def _finish(self, cand, plan, res) -> None:
         raw = dict(zip(_site_names(plan), raw_alphas(plan, self.vectors, self.lm)))
         summary = {"raw_alphas": raw}
-        if isinstance(res, Exception) or res.failed:
-            reason = str(res) if isinstance(res, Exception) else res.reason
-            self.optimizer.tell(cand.number, None, failed_reason=reason, user_attrs=summary)
-            self._log_trial(cand.number, cand.params, raw, {}, "FAIL", reason, None)
+        if isinstance(res, Exception):
+            self.optimizer.tell(cand.number, None, failed_reason=str(res), user_attrs=summary)
+            self._log_trial(cand.number, cand.params, raw, {}, "FAIL", str(res), None)
             return
         samples_path = self.runs_dir / f"trial-{cand.number:05d}.jsonl"
         samples_path.write_text("".join(json.dumps(r, default=str) + "\n" for r in res.samples))
+        if res.failed:  # e.g. too many missing judgments: keep the counts and samples that say why
+            summary["counts"] = _jsonable(res.counts)
+            self.optimizer.tell(cand.number, None, failed_reason=res.reason, user_attrs=summary)
+            self._log_trial(cand.number, cand.params, raw, {"counts": summary["counts"]}, "FAIL", res.reason,
+                            samples_path)
+            return
         values = {k: v for k, v in res.objectives.items()}
         if any(v is None for v in values.values()):
             reason = f"objective(s) {[k for k, v in values.items() if v is None]} could not be computed"
@@ -243,13 +342,15 @@ class Study:
         text = samples_path.read_text() if samples_path else None
         self.tracker.log_trial(number, params, metrics, tags, text)
 
-    def _sync_tracking(self) -> None:
-        """After a crash between Optuna's tell and MLflow's log, log the trials MLflow is missing."""
+    def _sync_tracking(self, min_age_s: float = 0.0) -> None:
+        """After a crash between Optuna's tell and MLflow's log, log the trials MLflow is missing.
+        min_age_s: only trials finished that long ago (a live worker is still logging its recent ones)."""
         if self.tracker is None:
             return
         logged = self.tracker.logged_trials()
+        cutoff = _dt.datetime.now() - _dt.timedelta(seconds=min_age_s)
         for t in self.finished_trials():
-            if t.number in logged:
+            if t.number in logged or (min_age_s and (t.datetime_complete or cutoff) > cutoff):
                 continue
             path = self.runs_dir / f"trial-{t.number:05d}.jsonl"
             ua = t.user_attrs
@@ -273,6 +374,8 @@ class Study:
         from steeropt.analysis import write_study_artifacts
 
         df = self.results()
+        if df.empty:
+            return  # a study created but not started yet (e.g. `steeropt run SPEC --trials 0`)
         info = write_study_artifacts(df, self.stack.objectives, self.runs_dir, title=self.spec.name,
                                      reference=self.objective_reference())
         self.progress.front_size, self.progress.hypervolume = info["front_size"], info["hypervolume"]
@@ -292,6 +395,12 @@ class Study:
             self.optimizer.close()
             if self.judge is not None:
                 self.judge.close()
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def trials_frame(optuna_study, objectives) -> pd.DataFrame:

@@ -37,6 +37,24 @@ def _finite_metrics(metrics: dict) -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def _probe(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
+    """Fail fast on a tracking server nobody answers at (MLflow's client would retry for minutes).
+    Any HTTP answer, even an error status, means the server is there."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise SteeroptError(f"tracking URI {uri} is unreachable: {type(why).__name__}: {why}") from None
+
+
 class Tracker:
     """Logs a study to MLflow. Reuses the study's parent run when a study is resumed."""
 
@@ -44,10 +62,19 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (fail early if mlflow is broken)
 
         self.tracking_uri, self.study_name = tracking_uri, study_name
+        _probe(tracking_uri)
         try:
             self.client = _client(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment)
+                except Exception:  # another worker created it at the same moment?
+                    exp = self.client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        raise
+            if exp is not None:
+                self.experiment_id = exp.experiment_id
         except Exception as exc:
             raise SteeroptError(f"tracking URI {tracking_uri or '(MLflow default)'} refused the study: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -57,19 +84,38 @@ class Tracker:
         return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results)
 
     def start(self, params: dict, tags: dict, artifacts: dict[str, str]) -> str:
-        """Find or create the study's parent run; `artifacts` maps file name -> text content."""
+        """Find or create the study's parent run; `artifacts` maps file name -> text content.
+        Raises SteeroptError when the tracking store refuses the writes."""
+        try:
+            return self._start(params, tags, artifacts)
+        except SteeroptError:
+            raise
+        except Exception as exc:
+            raise SteeroptError(f"tracking URI {self.tracking_uri or '(MLflow default)'} refused the study: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def _parents(self):
         runs = self._search(f"tags.`{STUDY_TAG}` = '{self.study_name}' and tags.`{KIND_TAG}` = 'study'")
+        return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+    def _start(self, params: dict, tags: dict, artifacts: dict[str, str]) -> str:
+        runs = self._parents()
         if runs:
             self.parent_id = runs[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
-        else:
-            run = self.client.create_run(self.experiment_id, run_name=self.study_name,
-                                         tags={STUDY_TAG: self.study_name, KIND_TAG: "study", **tags})
-            self.parent_id = run.info.run_id
-            from mlflow.entities import Param
+            return self.parent_id
+        run = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                     tags={STUDY_TAG: self.study_name, KIND_TAG: "study", **tags})
+        self.parent_id = run.info.run_id
+        first = self._parents()[0].info.run_id  # two workers starting a fresh study at once: the oldest wins
+        if first != self.parent_id:
+            self.client.delete_run(self.parent_id)
+            self.parent_id = first
+            return first
+        from mlflow.entities import Param
 
-            self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in _clean_params(params).items()])
-            self.log_texts(self.parent_id, artifacts)
+        self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in _clean_params(params).items()])
+        self.log_texts(self.parent_id, artifacts)
         return self.parent_id
 
     def log_texts(self, run_id: str, files: dict[str, str], artifact_path: str | None = None) -> None:

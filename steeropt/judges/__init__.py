@@ -28,13 +28,15 @@ def make_judge(spec: JudgeSpec | str | Path | dict, *, lm=None, cache: str | Pat
     """
     spec = load_judge_spec(spec)
     path = spec.cache if cache is True else (cache or None)
-    store = JudgeCache(path) if path else None
     if spec.backend == "local":
         from steeropt.judges.local_backend import LocalJudge
 
-        return LocalJudge(spec, store, lm=lm)
-    if spec.backend == "openai":
+        judge = LocalJudge(spec, None, lm=lm)
+    elif spec.backend == "openai":
         from steeropt.judges.openai_backend import OpenAIJudge
 
-        return OpenAIJudge(spec, store)
-    raise JudgeError(f"unknown judge backend {spec.backend!r}")
+        judge = OpenAIJudge(spec, None)
+    else:
+        raise JudgeError(f"unknown judge backend {spec.backend!r}")
+    judge.cache = JudgeCache(path) if path else None  # the cache file only once the judge could be made
+    return judge

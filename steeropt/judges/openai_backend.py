@@ -61,6 +61,9 @@ class OpenAIJudge(Judge):
         except ImportError as e:
             raise JudgeError("the openai backend needs the `openai` package: pip install openai") from e
         self.base_url = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        if spec.api_key_env and not os.environ.get(spec.api_key_env):  # fail at set-up, not in the first trial
+            raise JudgeError(f"judge '{spec.name}': environment variable {spec.api_key_env} is not set "
+                             f"(it should hold the API key for {self.base_url})")
 
     @property
     def identity(self) -> str:

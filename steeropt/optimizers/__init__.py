@@ -49,4 +49,21 @@ def make_optimizer(name: str, *, space: SearchSpaceSpec, objectives: list[tuple[
     return OPTIMIZERS[key](**kw)
 
 
-__all__ = ["Candidate", "Optimizer", "OPTIMIZERS", "make_optimizer", "distributions", "open_storage"]
+def check_settings(name: str, settings: dict | None) -> None:
+    """Raise SteeroptError for an unknown optimizer or unknown settings, before anything is created."""
+    from steeropt.optimizers.base import BASE_SETTINGS
+
+    key = name.lower()
+    if key in AX_NAMES:
+        from steeropt.optimizers._ax import AxOptimizer as cls  # the class only: Ax itself loads on first ask
+    elif key in OPTIMIZERS:
+        cls = OPTIMIZERS[key]
+    else:
+        raise SteeroptError(f"unknown optimizer {name!r}; choose one of {sorted([*OPTIMIZERS, *AX_NAMES])}")
+    unknown = sorted(set(settings or {}) - BASE_SETTINGS - cls.settings_allowed)
+    if unknown:
+        raise SteeroptError(f"optimizer {cls.name!r}: unknown settings {unknown} "
+                            f"(allowed: {sorted(BASE_SETTINGS | cls.settings_allowed)})")
+
+
+__all__ = ["check_settings", "Candidate", "Optimizer", "OPTIMIZERS", "make_optimizer", "distributions", "open_storage"]

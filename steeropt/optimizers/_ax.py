@@ -65,7 +65,7 @@ class AxOptimizer(Optimizer):
                 params.append(RangeParameterConfig(name=p.name, bounds=(p.low, p.high), step_size=p.step,
                                                    parameter_type="int" if p.integer else "float",
                                                    scaling="log" if p.log else "linear"))
-        client = Client(random_seed=self.seed)
+        client = Client(random_seed=self._ax_seed())
         client.configure_experiment(parameters=params, name=self.study.study_name)
         # Ax reads a bound on an objective metric as that objective's threshold (hypervolume reference).
         directions = dict(self.objectives)
@@ -89,7 +89,7 @@ class AxOptimizer(Optimizer):
         s = self.settings
         gs = choose_generation_strategy(GenerationStrategyDispatchStruct(
             method=s.get("method", "fast"), initialization_budget=int(s.get("initialization_budget", 5)),
-            initialization_random_seed=self.seed, torch_device=s.get("torch_device"),
+            initialization_random_seed=self._ax_seed(), torch_device=s.get("torch_device"),
             allow_exceeding_initialization_budget=True))  # ask(q) always gets q points, even while initialising
         optimizer = {"num_restarts": int(s.get("num_restarts", 8)), "raw_samples": int(s.get("raw_samples", 256))}
         for node in gs.nodes_by_name.values():
@@ -97,6 +97,16 @@ class AxOptimizer(Optimizer):
                 if spec.generator_enum.name == "BOTORCH_MODULAR":
                     spec.generator_gen_kwargs.setdefault("model_gen_options", {})["optimizer_kwargs"] = optimizer
         return gs
+
+    def _ax_seed(self) -> int:
+        """The spec's seed; in a worker (diversify) its own, so workers' Sobol points differ."""
+        return self.seed if self._salt is None else self._stream_seed() % (2**31)
+
+    def diversify(self, salt: int) -> None:
+        self._salt = int(salt) % (2**32)
+        self._client = None  # rebuilt with this worker's seed on the next ask (state comes from the study)
+        self._ax_index.clear()
+        self._closed.clear()
 
     @property
     def client(self):

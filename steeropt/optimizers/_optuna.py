@@ -47,7 +47,7 @@ class GridOptimizer(OptunaOptimizer):
 
     def _sampler(self):
         self.grid = self.space.grid(int(self.settings.get("grid_size", 14)))
-        return _GridSampler(self.grid, seed=self.seed)
+        return _GridSampler(self.grid, seed=self.seed if self._salt is None else self._stream_seed())
 
     def _remaining(self) -> int:
         # Grid points already started or finished (FAIL included, as GridSampler counts them) are used up;
@@ -82,7 +82,8 @@ class SobolOptimizer(OptunaOptimizer):
 
     def _sampler(self):
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=bool(self.settings.get("scramble", True)),
-                                          seed=self.seed, warn_independent_sampling=False)
+                                          seed=self.seed if self._salt is None else self._stream_seed(),
+                                          warn_independent_sampling=False)
 
 
 class TPEOptimizer(OptunaOptimizer):

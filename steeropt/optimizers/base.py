@@ -137,6 +137,7 @@ class Optimizer(abc.ABC):
                                          sampler=optuna.samplers.RandomSampler(seed=self.seed))
         self._check_study_matches()
         self.n_at_start = len(self.study.get_trials(deepcopy=False))
+        self._salt: int | None = None  # set by diversify() in a worker
         with warnings.catch_warnings():  # multivariate TPE, constant_liar ... are "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.sampler = self._sampler()
@@ -151,9 +152,18 @@ class Optimizer(abc.ABC):
     def _stream_seed(self) -> int:
         """The seed for a sampler whose random stream restarts with the process: a fresh study gets `seed`,
         a resumed one a seed derived from (seed, trials so far), so it does not re-propose old points."""
-        if self.n_at_start == 0:
+        salt = [] if self._salt is None else [self._salt]
+        if self.n_at_start == 0 and not salt:
             return self.seed
-        return int(np.random.SeedSequence([self.seed, self.n_at_start]).generate_state(1)[0])
+        return int(np.random.SeedSequence([self.seed, self.n_at_start, *salt]).generate_state(1)[0])
+
+    def diversify(self, salt: int) -> None:
+        """Several workers on one study: give this process its own random stream (seed + salt), so workers
+        that start together do not propose the same points. A single process never calls this (reproducible)."""
+        self._salt = int(salt) % (2**32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.sampler = self._sampler()
 
     @abc.abstractmethod
     def ask(self, n: int = 1) -> list[Candidate]:
@@ -233,11 +243,29 @@ class Optimizer(abc.ABC):
         if heartbeat:
             if not heartbeat_on(self.storage):
                 raise SteeroptError("recover_stale(heartbeat=True) needs settings.heartbeat_interval")
-            before = running()
+            # optuna.storages.fail_stale_trials, but returning exactly the trials THIS process failed (another
+            # worker may fail the same trial at the same moment: the storage lets one of them win) and
+            # recording why, so the caller can log each recovered trial once.
+            grace = self.storage.get_heartbeat_interval() * 2 if self.storage.grace_period is None \
+                else self.storage.grace_period
+            failed, mine = [], {t._trial_id for t in self._pending.values()}
+            for tid in self.storage._get_stale_trial_ids(self.study._study_id):
+                if tid in mine:
+                    continue  # ours and being worked on (a late heartbeat, not a dead process)
+                try:
+                    self.storage.set_trial_user_attr(tid, "failed_reason", f"stale: no heartbeat for more than "
+                                                                           f"{grace}s (its worker stopped?)")
+                    if self.storage.set_trial_state_values(tid, state=TrialState.FAIL):
+                        failed.append(tid)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # another process failed (or its owner finished) it first
+            callback = self.storage.get_heartbeat_stale_trial_callback()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
-            return sorted(before - running())
+                for tid in failed:
+                    if callback is not None:
+                        callback(self.study, self.storage.get_trial(tid))
+            return sorted(self.storage.get_trial(tid).number for tid in failed)
         stale = sorted(running() - set(self._pending))
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for number in stale:

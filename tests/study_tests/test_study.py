@@ -151,8 +151,9 @@ def test_malformed_spec_exit_2_names_file_and_writes_nothing(case, tmp_path):
     import yaml
 
     expected = yaml.safe_load((BAD / "expected.yaml").read_text())[f"{case}.yaml"]
+    env = dict(os.environ, STEEROPT_SPEC_PATH=str(BAD / "support"))  # the corpus' own support specs
     r = subprocess.run([sys.executable, "-m", "steeropt", "run", str(BAD / f"{case}.yaml")], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2, r.stderr[-1500:]
     msg = " ".join(r.stderr.split())
     assert f"{case}.yaml" in msg or expected.get("names", "") in msg

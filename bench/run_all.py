@@ -1,0 +1,513 @@
+"""Run every steeropt benchmark and write bench/results/report.md + report.json (the README's results table).
+
+    .venv/bin/python bench/run_all.py            # full run (~1 h on 2 busy cores)
+    .venv/bin/python bench/run_all.py --quick    # smaller sizes, same code paths
+    .venv/bin/python bench/run_all.py --sections overhead,memory   # re-run some sections, keep the others
+    .venv/bin/python bench/run_all.py --record   # re-record bench/data/quickstart_grid.json first
+
+Sections: overhead (bench/overhead.py, project venv and bench/.peers-venv), batching (bench/engine.py),
+optimizers (bench/optimizers.py on the recorded grid), tiering (the recorded grid, gated vs judge-all),
+memory (peak RSS of `steeropt run studies/quickstart.yaml`), scaling (trial batch time vs prompts, tokens, sites).
+Every figure is a ratio of arms measured side by side in this run; the load average is recorded with each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+GRID = BENCH / "data" / "quickstart_grid.json"
+PY = sys.executable
+SECTIONS = ["overhead", "batching", "optimizers", "tiering", "memory", "scaling"]
+
+FULL = {"overhead": {"tokens": 32, "rounds": 3}, "batching": {"tokens": 32, "prompts": 2, "ks": [1, 4, 8, 16]},
+        "optimizers": {"seeds": 5, "bo_seeds": 3, "budget": 24, "bo_budget": 20},
+        "memory": {"trials": 8}, "grid_points": 41,
+        "scaling": {"base": (9, 40, 1), "prompts": [3, 9, 18], "tokens": [20, 40, 80], "sites": [1, 2, 4]}}
+QUICK = {"overhead": {"tokens": 8, "rounds": 2}, "batching": {"tokens": 8, "prompts": 2, "ks": [1, 4, 8]},
+         "optimizers": {"seeds": 2, "bo_seeds": 1, "budget": 12, "bo_budget": 8},
+         "memory": {"trials": 4}, "grid_points": 21,
+         "scaling": {"base": (3, 10, 1), "prompts": [3, 6], "tokens": [10, 20], "sites": [1, 2]}}
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
+
+
+def rel(p: Path) -> str:
+    return str(Path(p).resolve().relative_to(ROOT)) if str(Path(p).resolve()).startswith(str(ROOT)) else str(p)
+
+
+def machine() -> dict:
+    import torch
+
+    from steeropt.study import package_versions
+
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    return {"cores": os.cpu_count(), "cpu": cpu, "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "versions": package_versions() | {"ax-platform": _v("ax-platform"), "numpy": _v("numpy")}}
+
+
+def _v(pkg):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "-"
+
+
+# ---- 1. hook overhead --------------------------------------------------------------------------------
+def sec_overhead(cfg, tmp) -> dict:
+    import peers_venv
+
+    o = cfg["overhead"]
+    args = ["--tokens", str(o["tokens"]), "--rounds", str(o["rounds"]), "--batches", "1", "16"]
+    out = {}
+    for arm, py, extra in (("project", PY, []), ("peers", None, ["--peers"])):
+        if py is None:
+            log("overhead: making sure bench/.peers-venv exists (python -m venv + pip, torch pinned by constraints.txt)")
+            py = str(peers_venv.ensure(log=log))
+        js = Path(tmp) / f"overhead-{arm}.json"
+        cmd = [py, str(BENCH / "overhead.py"), *extra, *args, "--json", str(js)]
+        log(f"overhead ({arm}): {' '.join(cmd[1:])}")
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        out[arm] = json.loads(js.read_text())
+        out[arm]["command"] = " ".join([rel(Path(cmd[0])) if "/" in cmd[0] else cmd[0]] + [rel(Path(cmd[1]))] + cmd[2:-2])
+    return out
+
+
+# ---- 2. candidate batching ---------------------------------------------------------------------------
+def _model_and_vectors():
+    from steeropt.models import load_model
+    from steeropt.vectors import VectorSet, diff_in_means
+
+    lm = load_model()
+    read = lambda n: [l.strip() for l in (ROOT / "studies/data" / n).read_text().splitlines() if l.strip()]  # noqa: E731
+    vs = VectorSet()
+    vs.add(diff_in_means(lm, read("wedding_positive.txt"), read("wedding_neutral.txt"), 10, name="wedding"))
+    return lm, vs
+
+
+def sec_batching(cfg, tmp) -> dict:
+    import engine
+
+    from steeropt.generation import Decoding, Generator
+    from steeropt.types import InterventionPlan, Site
+
+    b = cfg["batching"]
+    lm, vs = _model_and_vectors()
+    gen = Generator(lm, vs)
+    prompts = [(f, json.loads(l)["prompt"]) for f in ("open_ended", "advice")
+               for l in (ROOT / f"studies/data/{f}.jsonl").read_text().splitlines()[:1]][: b["prompts"]]
+    ks = b["ks"]
+    plans = [InterventionPlan([Site(10, "add", "wedding")], [0.02 * (i + 1)]) for i in range(max(ks))]
+    gen.run(prompts[:1], plans[:1], Decoding(max_new_tokens=2))  # warm-up
+    rows = engine.batching(gen, prompts, plans, Decoding(max_new_tokens=b["tokens"]), ks, log=log)
+    return {"rows": rows, "alphas": [p.alphas[0] for p in plans], "layer": 10,
+            "command": f"bench/run_all.py --sections batching (engine.batching: K plans x {len(prompts)} prompts, "
+                       f"{b['tokens']} new tokens, one Generator.run vs K)"}
+
+
+# ---- 3 + 4. the recorded grid --------------------------------------------------------------------------
+def ensure_grid(cfg, force: bool) -> dict:
+    if force or not GRID.exists():
+        import quickstart_grid
+
+        log(f"recording the quickstart dense grid ({cfg['grid_points']} α) -> {rel(GRID)}")
+        data = quickstart_grid.record(cfg["grid_points"], log=log)
+        GRID.write_text(json.dumps(data, indent=1, default=str))
+    return json.loads(GRID.read_text())
+
+
+def sec_optimizers(cfg, tmp, grid) -> dict:
+    import optimizers
+
+    o = cfg["optimizers"]
+    res = optimizers.run(grid, o["seeds"], o["bo_seeds"], o["budget"], o["bo_budget"], log=log)
+    res["command"] = (f"bench/optimizers.py --seeds {o['seeds']} --bo-seeds {o['bo_seeds']} --budget {o['budget']} "
+                      f"--bo-budget {o['bo_budget']}  (on {rel(GRID)}, recorded by bench/quickstart_grid.py --points {grid['points']})")
+    return res
+
+
+def best_alpha(recs, family=None, threshold=0.4):
+    """The α a user would deploy: the feasible (coherency >= threshold) α with the highest harmonic mean of
+    concept and coherency; per family on that family's samples."""
+    best = None
+    for r in recs:
+        v = r["families"].get(family) if family else {**r["objectives"], "scalar": r["scalar"]}
+        if r["failed"] or v is None or v.get("coherency") is None or v.get("scalar") is None:
+            continue
+        if v["coherency"] >= threshold and (best is None or v["scalar"] > best[0]):
+            best = (v["scalar"], r["alpha"])
+    return None if best is None else best[1]
+
+
+def sec_tiering(cfg, tmp, grid) -> dict:
+    g, a = grid["gated"], grid["judge_all"]
+    req_g = sum(r["counts"]["judge_requests"] for r in g)
+    req_a = sum(r["counts"]["judge_requests"] for r in a)
+    thr = next(c[2] for c in grid["constraints"] if c[0] == "coherency")
+    fams = sorted({f for r in g for f in r["families"]})
+    choice = {f: {"gated": best_alpha(g, f, thr), "judge_all": best_alpha(a, f, thr)} for f in fams}
+    choice["all families"] = {"gated": best_alpha(g, None, thr), "judge_all": best_alpha(a, None, thr)}
+    step = (grid["high"] - grid["low"]) / (grid["points"] - 1)
+    return {"judge_requests_gated": req_g, "judge_requests_all": req_a, "saved_share": 1 - req_g / req_a,
+            "samples": sum(r["counts"]["samples"] for r in g), "filtered": sum(r["counts"]["filtered"] for r in g),
+            "audited": sum(r["counts"]["audited"] for r in g), "choice": choice, "grid_step": step,
+            "same_choice": all(c["gated"] == c["judge_all"] for c in choice.values()),
+            "max_choice_shift": max(abs((c["gated"] or 0) - (c["judge_all"] or 0)) for c in choice.values()),
+            "per_alpha": [{"alpha": x["alpha"], "filtered": x["counts"]["filtered"], "req_gated": x["counts"]["judge_requests"],
+                           "req_all": y["counts"]["judge_requests"], "gated": x["objectives"], "all": y["objectives"],
+                           "feasible_gated": x["feasible"], "feasible_all": y["feasible"]} for x, y in zip(g, a)],
+            "command": f"bench/quickstart_grid.py --points {grid['points']} (gated = objectives/quickstart.yaml, "
+                       "judge-all = the same with gates: [])"}
+
+
+# ---- 5. memory -----------------------------------------------------------------------------------------
+def sec_memory(cfg, tmp) -> dict:
+    from steeropt.models import load_model
+    from steeropt.models.loading import embedded_gguf_path
+
+    n = cfg["memory"]["trials"]
+    lm = load_model()
+    weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    gguf_bytes = embedded_gguf_path().stat().st_size
+    steeropt_bin = str(Path(PY).parent / "steeropt")
+
+    def peak(cmd, cwd):
+        code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+                f"r = subprocess.run({cmd!r}, cwd={str(cwd)!r}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, r.returncode); "
+                "sys.stderr.write(r.stderr[-2000:] if r.returncode else '')")
+        p = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+        kb, secs, rc = p.stdout.split()
+        if int(rc):
+            raise RuntimeError(f"{cmd} failed: {p.stderr}")
+        return int(kb) * 1024, float(secs)
+
+    d = Path(tempfile.mkdtemp(dir=tmp))
+    cmd = [steeropt_bin, "run", str(ROOT / "studies/quickstart.yaml"), "--trials", str(n)]
+    log(f"memory: {' '.join(cmd)} (in a temp dir)")
+    rss, secs = peak(cmd, d)
+    base, _ = peak([PY, "-c", "import torch, transformers"], d)
+    model_only, _ = peak([PY, "-c", "from steeropt.models import load_model; load_model()"], d)
+    return {"trials": n, "peak_rss_bytes": rss, "seconds": secs, "weight_bytes_fp32": weight_bytes, "gguf_bytes": gguf_bytes,
+            "peak_over_weights": rss / weight_bytes, "peak_over_gguf": rss / gguf_bytes,
+            "python_torch_transformers_rss_bytes": base, "load_model_rss_bytes": model_only,
+            "study_over_loaded_model": rss / model_only,
+            "command": f"steeropt run studies/quickstart.yaml --trials {n}  (peak RSS via getrusage(RUSAGE_CHILDREN))"}
+
+
+# ---- 6. scaling ----------------------------------------------------------------------------------------
+def sec_scaling(cfg, tmp) -> dict:
+    from steeropt.generation import Decoding
+    from steeropt.specs import build
+    from steeropt.study import Study, trial_prompts
+    from steeropt.types import InterventionPlan, Site
+
+    s = cfg["scaling"]
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        study = Study.from_spec(str(ROOT / "studies/quickstart.yaml"), track=False).setup()
+        spec = study.spec
+        alphas = [0.1, 0.2, 0.3, 0.4]  # one trial batch = the quickstart's batch_size of 4 candidates
+        layers_all = [10, 12, 14, 16]
+
+        def measure(n_prompts, tokens, n_sites):
+            sp = spec.model_copy(update={"budget": spec.budget.model_copy(update={"prompts_per_trial": n_prompts})})
+            study.prompts = trial_prompts(sp)
+            study.decoding = Decoding(**(spec.decoding.model_dump() | {"max_new_tokens": tokens}))
+            study.baseline = None
+            study.baseline_samples()  # once per study, not per trial batch
+            plans = [InterventionPlan([Site(l, "add", "wedding") for l in layers_all[:n_sites]], [a] * n_sites)
+                     for a in alphas]
+            calls0 = study.judge.stats.calls
+            t = time.perf_counter()
+            res = study._evaluate(plans, study.baseline)
+            dt = time.perf_counter() - t
+            row = {"prompts": len(study.prompts), "new_tokens": tokens, "sites": n_sites, "seconds": dt,
+                   "judge_requests": sum(r.counts["judge_requests"] for r in res),
+                   "judge_calls": study.judge.stats.calls - calls0, "load": os.getloadavg()[0]}
+            log(f"  scaling: {row}")
+            return row
+
+        p0, t0, s0 = s["base"]
+        study._evaluate([InterventionPlan([Site(10, "add", "wedding")], [0.1])], study.baseline_samples())  # warm-up
+        rows = {"base": measure(p0, t0, s0)}
+        rows["prompts"] = [measure(p, t0, s0) if p != p0 else rows["base"] for p in s["prompts"]]
+        rows["tokens"] = [measure(p0, t, s0) if t != t0 else rows["base"] for t in s["tokens"]]
+        rows["sites"] = [measure(p0, t0, n) if n != s0 else rows["base"] for n in s["sites"]]
+        study.close()
+    finally:
+        os.chdir(cwd)
+    return {"rows": rows, "candidates_per_batch": len(alphas), "judge": "local-default (in process)",
+            "command": "bench/run_all.py --sections scaling (Study.setup() on studies/quickstart.yaml, then "
+                       "study._evaluate(4 plans, baseline) per setting; sites = add at layers 10,12,14,16)"}
+
+
+# ---- report --------------------------------------------------------------------------------------------
+def fmt(x, nd=2):
+    return "–" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def goals(r) -> list[dict]:
+    """(figure, goal, result, met, how much missed) rows: the README's results table."""
+    rows = []
+    ov = r.get("overhead", {}).get("result")
+    if ov:
+        for t in ov["project"]["throughput"]:
+            v = t["ratio_vs_unsteered"]["steeropt"]
+            rows.append({"figure": f"steered / unsteered tokens/s, batch {t['batch']}", "goal": "≥ 0.95", "value": v,
+                         "result": f"{v:.3f}", "met": v >= 0.95, "miss": None if v >= 0.95 else f"{0.95 - v:.3f} short",
+                         "command": ov["project"]["command"]})
+        for t in ov["peers"]["throughput"]:
+            for p in ("steering_vectors", "repeng"):
+                v = t["steeropt_over_peer"][p]
+                rows.append({"figure": f"steeropt / {p.replace('_', '-')} tokens/s, batch {t['batch']}", "goal": "≥ 1.0",
+                             "value": v, "result": f"{v:.3f}", "met": v >= 1.0,
+                             "miss": None if v >= 1.0 else f"{1.0 - v:.3f} short", "command": ov["peers"]["command"]})
+        ops = ov["peers"]["ops"]
+        rows.append({"figure": "extra tensor ops per steered layer call (aten, decode step)", "goal": "a few (peers 12-15)",
+                     "result": ", ".join(f"{k.replace('_', '-')} {ops[k]['aten_decode']}" for k in ("steeropt", "steering_vectors", "repeng")),
+                     "met": ops["steeropt"]["aten_decode"] <= 3, "miss": None, "command": ov["peers"]["command"]})
+    bt = r.get("batching", {}).get("result")
+    if bt:
+        rows.append({"figure": "batched / sequential speedup, K candidates", "goal": "K=8 ≥ 3x",
+                     "result": ", ".join(f"K={x['k']}: {x['speedup']:.2f}x" for x in bt["rows"]),
+                     "met": next((x["speedup"] >= 3 for x in bt["rows"] if x["k"] == 8), None),
+                     "miss": next((f"{3 - x['speedup']:.2f}x short" for x in bt["rows"] if x["k"] == 8 and x["speedup"] < 3), None),
+                     "command": bt["command"]})
+    op = r.get("optimizers", {}).get("result")
+    if op:
+        sm, n = op["summary"], op["dense_points"]
+        for k, v in sm.items():
+            med = v["median"]
+            val = "not reached" if med == float("inf") else f"{med:g} ({med / n:.0%})"
+            spread = f"{fmt(v['min'], 0)}–{fmt(v['max'], 0)}".replace("inf", "n/r")
+            goal = "≤ 25% of dense grid" if k == "botorch" else "–"
+            met = (med <= 0.25 * n) if k == "botorch" else None
+            rows.append({"figure": f"evaluations to 95% of dense-grid HV: {k} ({v['seeds']} seeds, budget {v['budget']})",
+                         "goal": goal, "result": f"{val}, range {spread}, reached {v['reached_share']:.0%}", "met": met,
+                         "miss": None if met in (True, None) else f"{med - 0.25 * n:g} evaluations over", "command": op["command"]})
+    ti = r.get("tiering", {}).get("result")
+    if ti:
+        rows.append({"figure": "judge calls saved by the cheap tier (quickstart)", "goal": "≥ 50%",
+                     "result": f"{ti['saved_share']:.1%} ({ti['judge_requests_gated']}/{ti['judge_requests_all']})",
+                     "met": ti["saved_share"] >= 0.5, "miss": None if ti["saved_share"] >= 0.5 else f"{0.5 - ti['saved_share']:.1%} short",
+                     "command": ti["command"]})
+        rows.append({"figure": "chosen α per family, gated vs judge-all", "goal": "same",
+                     "result": "; ".join(f"{f}: {fmt(c['gated'], 3)} vs {fmt(c['judge_all'], 3)}" for f, c in ti["choice"].items()),
+                     "met": ti["same_choice"], "miss": None if ti["same_choice"] else f"up to {ti['max_choice_shift']:.3f} α apart "
+                     f"({ti['max_choice_shift'] / ti['grid_step']:.0f} grid steps)", "command": ti["command"]})
+    me = r.get("memory", {}).get("result")
+    if me:
+        rows.append({"figure": "peak RSS of a quickstart study / fp32 weight size", "goal": "–",
+                     "result": f"{me['peak_over_weights']:.2f}x ({me['peak_rss_bytes'] / 2**20:.0f} MiB / {me['weight_bytes_fp32'] / 2**20:.0f} MiB)",
+                     "met": None, "miss": None, "command": me["command"]})
+    sc = r.get("scaling", {}).get("result")
+    if sc:
+        b = sc["rows"]["base"]["seconds"]
+        for dim in ("prompts", "tokens", "sites"):
+            key = {"prompts": "prompts", "tokens": "new_tokens", "sites": "sites"}[dim]
+            rows.append({"figure": f"trial-batch time vs {dim} (ratio to base)", "goal": "–",
+                         "result": ", ".join(f"{x[key]}: {x['seconds'] / b:.2f}" for x in sc["rows"][dim]),
+                         "met": None, "miss": None, "command": sc["command"]})
+    return rows
+
+
+def write_report(r: dict) -> None:
+    r["goals"] = goals(r)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "report.json").write_text(json.dumps(r, indent=1, default=lambda o: None if o != o else str(o)))
+    m = r["machine"]
+    L = [f"# steeropt benchmarks", "",
+         f"Generated by `{r['command']}` on {r['date']} ({'quick' if r['quick'] else 'full'} run).", "",
+         f"Machine: {m['cores']} cores ({m['cpu']}), CPU only (CUDA {'available' if m['cuda'] else 'not available'}), "
+         f"{m['memory_gb']} GB RAM, {m['platform']}. Shared with other jobs: load average (1 min) per section below; "
+         "every figure is a ratio of arms measured side by side in the same run. "
+         f"torch threads per process: {r.get('threads')} (1 when the load exceeds the cores: see run_all.py --threads).", "",
+         "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", ""]
+    ov = r.get("overhead", {}).get("result")
+    if ov:
+        L.append("Peers: " + ", ".join(f"{k} {v}" for k, v in ov["peers"]["versions"].items())
+                 + " in bench/.peers-venv (transformers overridden to the project's version; see bench/peers_venv.py).")
+        L.append("")
+    L += ["## Results", "", "| figure | goal | result | met |", "|---|---|---|---|"]
+    for g in r["goals"]:
+        met = "–" if g["met"] is None else ("yes" if g["met"] else f"**no** ({g['miss']})" if g["miss"] else "**no**")
+        L.append(f"| {g['figure']} | {g['goal']} | {g['result']} | {met} |")
+    L.append("")
+    for name in SECTIONS:
+        s = r.get(name)
+        if not s:
+            continue
+        L += [f"## {name}", "", f"Run by `{s.get('invocation', r['command'])}` ({s.get('date', r['date'])}, torch threads "
+              f"{s.get('threads', '?')}); load average at start/end: {s['load'][0]:.1f} / {s['load'][1]:.1f}; "
+              f"{s['seconds']:.0f} s.", ""]
+        if s.get("error"):
+            L += [f"**failed**: `{s['error']}`", ""]
+            continue
+        res = s["result"]
+        if res.get("command"):
+            L += [f"command: `{res['command']}`", ""]
+        L += SECTION_MD[name](res) + [""]
+    (RESULTS / "report.md").write_text("\n".join(L))
+
+
+def md_overhead(res):
+    L = []
+    for arm in ("project", "peers"):
+        x = res[arm]
+        L += [f"### {arm} environment (transformers {x['versions']['transformers']}): `{x['command']}`", "",
+              "| batch | arm | tokens/s | / unsteered | median paired ratio |", "|---|---|---|---|---|"]
+        for t in x["throughput"]:
+            for n, v in t["tok_s"].items():
+                L.append(f"| {t['batch']} | {n} | {v:.1f} | {t['ratio_vs_unsteered'].get(n, 1.0):.3f} | "
+                         f"{t['paired_ratio_vs_unsteered_median'].get(n, 1.0):.3f} |")
+            if "same_tokens_as_steeropt" in t:
+                L.append(f"| {t['batch']} | same greedy tokens as steeropt | {t['same_tokens_as_steeropt']} | | |")
+        L.append("")
+    ops = res["peers"]["ops"]
+    L += ["Extra tensor operations inside one call of the steered layer (steered minus unsteered; the unsteered "
+          f"layer runs {ops['unsteered_layer_ops']['aten']['decode']} aten ops per decode step):", "",
+          "| library | aten ops (prefill / decode) | torch-function calls (prefill / decode) | aten ops added (decode) |",
+          "|---|---|---|---|"]
+    for k in ("steeropt", "steering_vectors", "repeng"):
+        o = ops[k]
+        L.append(f"| {k} | {o['aten_prefill']} / {o['aten_decode']} | {o['torch_function_prefill']} / {o['torch_function_decode']} | "
+                 + ", ".join(f"{a}×{n}" for a, n in o["aten_decode_ops"].items()) + " |")
+    L += ["", "steeropt also runs a pre-hook on the base model per forward (it reads the KV-cache length: no tensor op)."]
+    return L
+
+
+def md_batching(res):
+    L = ["| K candidates | batched s | sequential s | speedup |", "|---|---|---|---|"]
+    L += [f"| {x['k']} | {x['batched_s']:.1f} | {x['sequential_s']:.1f} | {x['speedup']:.2f}x |" for x in res["rows"]]
+    return L
+
+
+def md_optimizers(res):
+    L = [f"Dense grid: {res['dense_points']} α, hypervolume {res['dense_hv']:.4f}; target {res['target_share']:.0%} of it. "
+         f"Lookup: {res['lookup']}; batches of {res['batch']}.", "",
+         "| optimizer | seeds | budget | evaluations to target per seed | median | share of dense grid | median final HV share | mean ask time s |",
+         "|---|---|---|---|---|---|---|---|"]
+    for k, v in res["summary"].items():
+        share = "–" if v["median"] == float("inf") else f"{v['median_share_of_dense_grid']:.0%}"
+        L.append(f"| {k} | {v['seeds']} | {v['budget']} | {', '.join('n/r' if x is None else str(x) for x in v['reached_at'])} | "
+                 f"{'n/r' if v['median'] == float('inf') else v['median']} | "
+                 f"{share} | "
+                 f"{v['median_final_hv_share']:.3f} | {fmt(v['mean_ask_fit_seconds'], 1)} |")
+    L += ["", "n/r = not reached within the budget. The 14-factor grid (AxBench) stops after its 14 points."]
+    return L
+
+
+def md_tiering(res):
+    L = [f"{res['samples']} samples, {res['filtered']} filtered by the gates, {res['audited']} of those audited by the judge. "
+         f"Judge requests: gated {res['judge_requests_gated']} vs judge-all {res['judge_requests_all']} "
+         f"→ {res['saved_share']:.1%} saved.", "",
+         "Chosen α (feasible, highest harmonic mean of concept and coherency):", "",
+         "| family | gated | judge-all |", "|---|---|---|"]
+    L += [f"| {f} | {fmt(c['gated'], 3)} | {fmt(c['judge_all'], 3)} |" for f, c in res["choice"].items()]
+    L += ["", "| α | filtered | requests gated / all | concept, coherency gated | concept, coherency all |", "|---|---|---|---|---|"]
+    for x in res["per_alpha"]:
+        g, a = x["gated"], x["all"]
+        L.append(f"| {x['alpha']:.3f} | {x['filtered']} | {x['req_gated']} / {x['req_all']} | "
+                 f"{fmt(g.get('concept'))}, {fmt(g.get('coherency'))} | {fmt(a.get('concept'))}, {fmt(a.get('coherency'))} |")
+    return L
+
+
+def md_memory(res):
+    mb = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
+    return [f"| quantity | value |", "|---|---|",
+            f"| peak RSS, `steeropt run` ({res['trials']} trials, {res['seconds']:.0f} s) | {mb(res['peak_rss_bytes'])} |",
+            f"| model weights as loaded (fp32) | {mb(res['weight_bytes_fp32'])} |",
+            f"| GGUF file (Q4_1) | {mb(res['gguf_bytes'])} |",
+            f"| python + torch + transformers imported | {mb(res['python_torch_transformers_rss_bytes'])} |",
+            f"| python + load_model() | {mb(res['load_model_rss_bytes'])} |",
+            f"| peak / fp32 weights | {res['peak_over_weights']:.2f}x |",
+            f"| peak / GGUF file | {res['peak_over_gguf']:.2f}x |",
+            f"| peak / (process with the model loaded) | {res['study_over_loaded_model']:.2f}x |"]
+
+
+def md_scaling(res):
+    b = res["rows"]["base"]
+    L = [f"One trial batch = {res['candidates_per_batch']} candidates × prompts, generated in one call and scored "
+         f"(tier 1 + gates + judge {res['judge']}). Base: {b['prompts']} prompts, {b['new_tokens']} new tokens, "
+         f"{b['sites']} site = {b['seconds']:.1f} s.", "",
+         "| varied | prompts | new tokens | sites | seconds | ratio to base | judge requests | load |", "|---|---|---|---|---|---|---|---|"]
+    for dim in ("prompts", "tokens", "sites"):
+        for x in res["rows"][dim]:
+            L.append(f"| {dim} | {x['prompts']} | {x['new_tokens']} | {x['sites']} | {x['seconds']:.1f} | "
+                     f"{x['seconds'] / b['seconds']:.2f} | {x['judge_requests']} | {x['load']:.1f} |")
+    return L
+
+
+SECTION_MD = {"overhead": md_overhead, "batching": md_batching, "optimizers": md_optimizers, "tiering": md_tiering,
+              "memory": md_memory, "scaling": md_scaling}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--record", action="store_true", help="re-record bench/data/quickstart_grid.json")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for every process (default: 1 when the 1-min load exceeds the cores, else the cores)")
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    # Oversubscribed cores make torch's 2 threads spin against each other: measured here at load ~10 on 2
+    # cores, 8 new tokens x 4 rows took 4.6-8 s with 1 thread and 20-28 s with 2. Set before torch loads;
+    # subprocesses (overhead, memory) inherit it.
+    threads = args.threads or (1 if os.getloadavg()[0] > cores else cores)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    sys.path.insert(0, str(BENCH))
+    cfg = QUICK if args.quick else FULL
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in SECTIONS]
+    if bad:
+        raise SystemExit(f"unknown sections {bad}; choose from {SECTIONS}")
+    old = RESULTS / "report.json"
+    r = json.loads(old.read_text()) if old.exists() and set(wanted) != set(SECTIONS) else {}
+    r |= {"command": "python bench/run_all.py" + (" --quick" if args.quick else "")
+          + (f" --sections {args.sections}" if set(wanted) != set(SECTIONS) else ""),
+          "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "machine": machine(), "threads": threads}
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = None
+        for name in wanted:
+            start, l0 = time.perf_counter(), os.getloadavg()[0]
+            log(f"== {name}")
+            try:
+                if name in ("optimizers", "tiering"):
+                    grid = grid or ensure_grid(cfg, args.record)
+                    res = globals()[f"sec_{name}"](cfg, tmp, grid)
+                else:
+                    res = globals()[f"sec_{name}"](cfg, tmp)
+                r[name] = {"result": res}
+            except Exception as exc:  # one broken section must not lose the others
+                import traceback
+
+                traceback.print_exc()
+                r[name] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+            r[name] |= {"seconds": time.perf_counter() - start, "load": [l0, os.getloadavg()[0]],
+                        "invocation": r["command"], "threads": threads, "date": r["date"]}
+            write_report(r)
+    log(f"wrote {rel(RESULTS / 'report.md')} and report.json")
+
+
+if __name__ == "__main__":
+    main()
