@@ -393,7 +393,7 @@ def plot_comparison(cmp: Comparison, png: Path, html: Path | None = None, title:
         hv = f"HV {row['hypervolume']:.3f}"
         if row.get("hv_low") is not None and row["hv_low"] == row["hv_low"]:
             hv += f" [{row['hv_low']:.3f}, {row['hv_high']:.3f}]"
-        ax.plot(front[x], front[y], "o-", color=color, ms=5, drawstyle="steps-post" if len(front) > 1 else "default",
+        ax.plot(front[x], front[y], "o-", color=color, ms=5, drawstyle="steps-pre" if len(front) > 1 else "default",
                 label=f"{s.label}: {hv}")
     for t in cmp.taus:
         ax.axhline(t, color="grey", lw=0.5, ls=":")
@@ -424,7 +424,7 @@ def plot_comparison(cmp: Comparison, png: Path, html: Path | None = None, title:
                                        arrayminus=(front[x] - front[f"{x}.ci_low"]).tolist()),
                        "error_y": dict(type="data", symmetric=False, array=(front[f"{y}.ci_high"] - front[y]).tolist(),
                                        arrayminus=(front[y] - front[f"{y}.ci_low"]).tolist())}
-            figp.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines+markers", line_shape="hv", legendgroup=s.name,
+            figp.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines+markers", line_shape="vh", legendgroup=s.name,
                                       name=f"{s.label} front, HV {row['hypervolume']:.3f}",
                                       text=[_hover(r) for _, r in front.iterrows()], **err))
         figp.update_layout(title=title or "controller comparison", xaxis_title=x, yaxis_title=y)
