@@ -116,10 +116,10 @@ def summarize(runs: list[dict], dense_points: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default=str(ROOT / "bench/data/quickstart_grid.json"))
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--bo-seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--bo-seeds", type=int, default=10)
     ap.add_argument("--budget", type=int, default=24)
-    ap.add_argument("--bo-budget", type=int, default=20)
+    ap.add_argument("--bo-budget", type=int, default=24)
     ap.add_argument("--json")
     args = ap.parse_args()
     print(json.dumps(run(json.loads(Path(args.grid).read_text()), args.seeds, args.bo_seeds, args.budget,
