@@ -225,6 +225,14 @@ def sec_scaling(cfg, tmp) -> dict:
     try:
         study = Study.from_spec(str(ROOT / "studies/quickstart.yaml"), track=False).setup()
         spec = study.spec
+        # No judge cache: repeated rounds must pay for their judge calls like a fresh trial batch does.
+        from steeropt.judges import make_judge
+        from steeropt.objectives import ObjectiveStack
+        from steeropt.objectives.tier1 import ConceptInfo
+
+        study.judge.close()
+        study.judge = make_judge(study.judge_spec, lm=study.lm, cache=None)
+        study.stack = ObjectiveStack(study.objective, study.lm, study.judge, ConceptInfo.from_concept(spec.concept))
         alphas = [0.1, 0.2, 0.3, 0.4]  # one trial batch = the quickstart's batch_size of 4 candidates
         layers_all = [10, 12, 14, 16]
 
@@ -265,7 +273,7 @@ def sec_scaling(cfg, tmp) -> dict:
         study.close()
     finally:
         os.chdir(cwd)
-    return {"rows": rows, "rounds": s.get("rounds", 2), "candidates_per_batch": len(alphas), "judge": "local-default (in process)",
+    return {"rows": rows, "rounds": s.get("rounds", 2), "candidates_per_batch": len(alphas), "judge": "local-default (in process, no judge cache)",
             "command": "bench/run_all.py --sections scaling (Study.setup() on studies/quickstart.yaml, then "
                        "study._evaluate(4 plans, baseline) per setting; sites = add at layers 10,12,14,16)"}
 

@@ -101,4 +101,4 @@ def test_validate_example_study_end_to_end():
     model = next(p for p in parts if p.kind == "model")
     assert model.value.n_layers == 30 and model.value.n_heads == 9
     vec = next(p for p in parts if p.kind == "vector")
-    assert vec.value == {"positive": 10, "negative": 10}
+    assert vec.value == {"positive": 8, "negative": 8}
