@@ -39,8 +39,9 @@ class _Op:
 class _Positions:
     """Absolute position of the current forward call: offset = tokens already in the KV cache."""
 
-    def __init__(self, prompt_len: int | None):
-        self.prompt_len, self.offset, self.width = prompt_len, 0, 0
+    def __init__(self, prompt_len: int | None, *, auto: bool = False):
+        # auto: take the prompt width from each generation's first call (profiles: no known prompt_len)
+        self.prompt_len, self.offset, self.width, self.auto = prompt_len, 0, 0, auto
 
     def pre_hook(self, _module, args, kwargs):
         ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
@@ -49,6 +50,8 @@ class _Positions:
         cache = kwargs.get("past_key_values")
         self.offset = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
         self.width = ids.shape[1]
+        if self.auto and self.offset == 0:
+            self.prompt_len = self.width  # the first call of a generation is the (left-padded) prompt
 
     def mask(self, positions: str):
         """None = steer every position of this call, False = none, else a bool tensor [1, T, 1]."""
@@ -167,13 +170,26 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
                 active[r] = 1.0
         if not active.any():
             continue
-        point = "o_proj" if site.controller == "head_add" else "resid"
-        ops_by_point.setdefault((site.layer, point), []).append(_build_op(lm, vectors, site, alpha, active))
+        ops_by_point.setdefault(hook_point(site), []).append(_build_op(lm, vectors, site, alpha, active))
+    handles = install_hooks(lm, ops_by_point, _Positions(prompt_len), n_rows=n_rows)
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
-    pos = _Positions(prompt_len)
+
+def hook_point(site: Site) -> tuple[int, str]:
+    """(layer, "resid" | "o_proj"): where a site's op runs."""
+    return site.layer, "o_proj" if site.controller == "head_add" else "resid"
+
+
+def install_hooks(lm: LoadedModel, ops_by_point: dict, pos: _Positions, *, n_rows: int | None = None) -> list:
+    """Register the position tracker and one hook per (layer, point) running its ops; returns the handles
+    (on error, nothing stays registered)."""
 
     def run(ops: list[_Op], x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != n_rows:
+        if n_rows is not None and x.shape[0] != n_rows:
             raise InterventionError(f"steering was set up for {n_rows} rows but the batch has {x.shape[0]}")
         for op in ops:
             m = pos.mask(op.site.positions)
@@ -196,10 +212,11 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
                 def pre(_m, args, ops=ops):
                     return (run(ops, args[0]),) + tuple(args[1:])
                 handles.append(lm.adapter.o_proj(layer).register_forward_pre_hook(pre))
-        yield
-    finally:
+    except BaseException:
         for h in handles:
             h.remove()
+        raise
+    return handles
 
 
 def raw_alphas(plan: InterventionPlan, vectors: VectorSet, lm: LoadedModel | None = None) -> list[float]:

@@ -248,7 +248,7 @@ class ProfileHandle:
     """Active steering from a profile; `remove()` (or leaving the `with` block) takes the hooks off."""
 
     def __init__(self, lm, profile: Profile, family: str):
-        from steeropt.interventions import _build_op, _Positions, validate_plans
+        from steeropt.interventions import _build_op, _Positions, hook_point, install_hooks, validate_plans
 
         self.lm, self.profile, self.family = lm, profile, family
         self.plan = profile.plan(family)
@@ -257,33 +257,8 @@ class ProfileHandle:
         ops: dict[tuple[int, str], list] = {}
         for site, alpha in zip(self.plan.sites, self.plan.alphas):
             op = _build_op(lm, self.vectors, site, torch.tensor([float(alpha)]), torch.ones(1))
-            ops.setdefault((site.layer, "o_proj" if site.controller == "head_add" else "resid"), []).append(op)
-        pos = _Positions(None)
-
-        def pre(_m, args, kwargs):
-            pos.pre_hook(_m, args, kwargs)
-            if pos.offset == 0:
-                pos.prompt_len = pos.width  # the first call of a generation is the (left-padded) prompt
-
-        def run(op_list, x):
-            for op in op_list:
-                m = pos.mask(op.site.positions)
-                if m is None:
-                    x = op.fn(x)
-                elif m is not False:
-                    x = torch.where(m, op.fn(x), x)
-            return x
-
-        self.handles = [lm.model.model.register_forward_pre_hook(pre, with_kwargs=True)]
-        for (layer, point), op_list in ops.items():
-            if point == "resid":
-                def hook(_m, _a, out, op_list=op_list):
-                    return (run(op_list, out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else run(op_list, out)
-                self.handles.append(lm.adapter.layer(layer).register_forward_hook(hook))
-            else:
-                def prehook(_m, args, op_list=op_list):
-                    return (run(op_list, args[0]),) + tuple(args[1:])
-                self.handles.append(lm.adapter.o_proj(layer).register_forward_pre_hook(prehook))
+            ops.setdefault(hook_point(site), []).append(op)
+        self.handles = install_hooks(lm, ops, _Positions(None, auto=True))
 
     def remove(self) -> None:
         for h in self.handles:
