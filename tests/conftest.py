@@ -34,3 +34,25 @@ def wedding_vectors(embedded, wedding_concept):
     vs.add(diff_in_means(embedded, c.positive, c.negative, 4, name="wedding"))
     vs.add(diff_in_means(embedded, c.positive, c.negative, 4, name="wedding_heads", site="heads"))
     return vs
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1 serving the embedded GGUF."""
+    from tests.servers import LlamaServer, llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]')")
+    server = LlamaServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def proxy(llama_server):
+    """A fault-injecting HTTP proxy in front of the real judge server."""
+    from tests.servers import FaultProxy
+
+    p = FaultProxy(llama_server.url).start()
+    yield p
+    p.stop()

@@ -1,5 +1,6 @@
-"""Real servers for the scale and fault tests: PostgreSQL, an MLflow tracking server and a llama.cpp judge
-server, each started once per session on 127.0.0.1 (skipped, saying why, when one cannot run here)."""
+"""Real servers for the scale and fault tests: PostgreSQL and an MLflow tracking server, each started once
+per session on 127.0.0.1 (skipped, saying why, when one cannot run here); the llama.cpp judge server and
+its fault proxy come from tests/conftest.py."""
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import (FaultProxy, LlamaServer, MlflowServer, PostgresServer, llama_cpp_available,
-                           postgres_available)
+from tests.servers import MlflowServer, PostgresServer, postgres_available
 from tests.study_tests.conftest import tiny_spec  # noqa: F401  (re-exported for the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,17 +44,3 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def llama_server():
-    if not llama_cpp_available():
-        pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]')")
-    server = LlamaServer.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def proxy(llama_server):
-    p = FaultProxy(llama_server.url).start()
-    yield p
-    p.stop()
