@@ -61,6 +61,29 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
 
+def _log_tail(path: Path, n: int) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _wait_ready(server, name: str, path: str, timeout_s: float, poll_s: float):
+    """Poll `server.url + path` until it answers 200; stop the server and raise with its log otherwise."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {server.proc.returncode}: {server.log_tail()}")
+        try:
+            with urllib.request.urlopen(server.url + path, timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            time.sleep(poll_s)
+    server.stop()
+    raise RuntimeError(f"{name} not ready after {timeout_s}s: {server.log_tail()}")
+
+
 class LlamaServer:
     """`python -m llama_cpp.server` as a subprocess; ready when /v1/models answers."""
 
@@ -87,25 +110,10 @@ class LlamaServer:
                "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "true", *(extra_args or [])]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        server = cls(proc, port, log_path)
-        deadline = time.time() + ready_timeout_s
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama server exited with {proc.returncode}: {server.log_tail()}")
-            try:
-                with urllib.request.urlopen(server.url + "/v1/models", timeout=2) as r:
-                    if r.status == 200:
-                        return server
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        server.stop()
-        raise RuntimeError(f"llama server not ready after {ready_timeout_s}s: {server.log_tail()}")
+        return _wait_ready(cls(proc, port, log_path), "llama server", "/v1/models", ready_timeout_s, 0.2)
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return _log_tail(self.log_path, n)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -400,25 +408,10 @@ class MlflowServer:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
                                     start_new_session=True)
-        server = cls(proc, port, root, log_path)
-        deadline = time.time() + ready_timeout_s
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}: {server.log_tail()}")
-            try:
-                with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return server
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.3)
-        server.stop()
-        raise RuntimeError(f"mlflow server not ready after {ready_timeout_s}s: {server.log_tail()}")
+        return _wait_ready(cls(proc, port, root, log_path), "mlflow server", "/health", ready_timeout_s, 0.3)
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return _log_tail(self.log_path, n)
 
     def stop(self) -> None:
         import signal
