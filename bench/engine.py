@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from steeropt.concepts import load_concept
-from steeropt.generation import Decoding, Generator
-from steeropt.models import load_model
+from steeropt.specs.concepts import load_concept
+from steeropt.engine.generation import Decoding, Generator
+from steeropt.engine.models import load_model
 from steeropt.types import InterventionPlan, Site
-from steeropt.vectors import VectorSet, diff_in_means
+from steeropt.engine.vectors import VectorSet, diff_in_means
 
 
 def timed(fn, repeats):
@@ -49,7 +49,7 @@ def batching(gen, prompts, plans, decoding, ks=(1, 4, 8, 16), repeats=1, log=Non
 
 def load_times() -> dict:
     """Cold = fresh cache dir (GGUF dequantized and cached); warm = the second load from that cache."""
-    code = "import time,sys; from steeropt.models import load_model; lm=load_model(); print(lm.load_seconds)"
+    code = "import time,sys; from steeropt.engine.models import load_model; lm=load_model(); print(lm.load_seconds)"
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, STEEROPT_CACHE_DIR=tmp)
         run = lambda: float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

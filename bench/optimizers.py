@@ -26,6 +26,7 @@ TARGET = 0.95
 # after a few random startup trials; NSGA-II with a population of 8 so it evolves within the budget.
 OPTIMIZERS = {
     "botorch": ("botorch", {}),
+    "gp": ("gp", {}),  # Optuna's GPSampler (5 Sobol startup trials, like Ax's initialization_budget)
     "tpe": ("tpe", {"n_startup_trials": 6}),
     "nsga2": ("nsga2", {"population_size": 8}),
     "random": ("random", {}),
@@ -44,7 +45,7 @@ class Lookup:
 
 
 def dense_hypervolume(grid: dict) -> float:
-    from steeropt.pareto import hypervolume
+    from steeropt.report.pareto import hypervolume
 
     names = [n for n, _ in grid["objectives"]]
     pts = [[r["objectives"][n] for n in names] for r in grid["gated"] if not r["failed"] and r["feasible"]]
@@ -52,8 +53,8 @@ def dense_hypervolume(grid: dict) -> float:
 
 
 def run_one(grid: dict, key: str, seed: int, budget: int, batch: int) -> dict:
-    from steeropt.optimizers import make_optimizer
-    from steeropt.pareto import hypervolume
+    from steeropt.search.optimizers import make_optimizer
+    from steeropt.report.pareto import hypervolume
     from steeropt.specs import build
 
     space = build("search_space", "wedding-add-l10")
@@ -120,17 +121,25 @@ def main():
     ap.add_argument("--bo-seeds", type=int, default=10)
     ap.add_argument("--budget", type=int, default=24)
     ap.add_argument("--bo-budget", type=int, default=24)
+    ap.add_argument("--only", nargs="+", choices=list(OPTIMIZERS), help="run only these optimizers")
     ap.add_argument("--json")
     args = ap.parse_args()
-    print(json.dumps(run(json.loads(Path(args.grid).read_text()), args.seeds, args.bo_seeds, args.budget,
-                         args.bo_budget), indent=1, default=str))
+    res = run(json.loads(Path(args.grid).read_text()), args.seeds, args.bo_seeds, args.budget, args.bo_budget,
+              only=args.only)
+    text = json.dumps(res, indent=1, default=str)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(json.dumps(res["summary"], indent=1, default=str))
 
 
-def run(grid, seeds, bo_seeds, budget, bo_budget, batch=4, log=print) -> dict:
+BAYESIAN = ("botorch", "gp")  # model-based: --bo-seeds / --bo-budget
+
+
+def run(grid, seeds, bo_seeds, budget, bo_budget, batch=4, log=print, only=None) -> dict:
     runs = []
-    for key in OPTIMIZERS:
-        n_seeds = bo_seeds if key == "botorch" else seeds
-        b = bo_budget if key == "botorch" else (14 if key == "grid14" else budget)  # the grid is its 14 points
+    for key in only or OPTIMIZERS:
+        n_seeds = bo_seeds if key in BAYESIAN else seeds
+        b = bo_budget if key in BAYESIAN else (14 if key == "grid14" else budget)  # the grid is its 14 points
         for seed in range(n_seeds):
             r = run_one(grid, key, seed, b, batch)
             log(f"  optimizers: {key} seed {seed}: reached 95% HV at {r['reached_at']} ({r['seconds']:.0f} s)")

@@ -47,7 +47,7 @@ def prompts(n):
 
 def load():
     from steeropt.errors import ModelError
-    from steeropt.models import load_model
+    from steeropt.engine.models import load_model
 
     try:
         return load_model()
@@ -57,7 +57,7 @@ def load():
         if "Incompatible safetensors" not in str(exc):
             raise
         from safetensors.torch import load_file, save_file
-        from steeropt.models.loading import cache_dir
+        from steeropt.engine.models.loading import cache_dir
 
         for f in (cache_dir() / "models").glob("*/model.safetensors"):
             save_file(load_file(f), f, metadata={"format": "pt"})
@@ -89,14 +89,14 @@ class Arms:
 
     def __init__(self, lm, raw: torch.Tensor, peers: bool):
         from steeropt.types import InterventionPlan, Site
-        from steeropt.vectors import VectorSet, diff_in_means  # noqa: F401
+        from steeropt.engine.vectors import VectorSet, diff_in_means  # noqa: F401
 
         self.lm, self.raw = lm, raw
         self.plan = InterventionPlan([Site(LAYER, "add", "wedding")], [ALPHA])
         self.names = ["unsteered", "steeropt"] + (["steering_vectors", "repeng"] if peers else [])
 
     def ctx(self, name, rows, prompt_len):
-        from steeropt.interventions import steer
+        from steeropt.engine.interventions import steer
 
         if name == "unsteered":
             return nullcontext()
@@ -209,7 +209,7 @@ def main():
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from importlib.metadata import version
 
-    from steeropt.vectors import VectorSet, diff_in_means
+    from steeropt.engine.vectors import VectorSet, diff_in_means
 
     lm = load()
     vec = diff_in_means(lm, read("wedding_positive.txt"), read("wedding_neutral.txt"), LAYER, name="wedding")

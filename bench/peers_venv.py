@@ -20,7 +20,7 @@ DEPS = ["transformers", "gguf", "accelerate", "safetensors", "pyyaml", "pydantic
 
 
 def ready() -> bool:
-    return PY.exists() and subprocess.run([str(PY), "-c", f"import steering_vectors, repeng, transformers, steeropt.models.loading as L; L.embedded_gguf_path(); assert transformers.__version__ == {version('transformers')!r}"],
+    return PY.exists() and subprocess.run([str(PY), "-c", f"import steering_vectors, repeng, transformers, steeropt.engine.models.loading as L; L.embedded_gguf_path(); assert transformers.__version__ == {version('transformers')!r}"],
                                           capture_output=True).returncode == 0
 
 

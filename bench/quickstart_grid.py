@@ -37,9 +37,9 @@ def _summ(res, alpha):
 
 
 def record(points: int = 41, chunk: int = 8, log=print) -> dict:
-    from steeropt.objectives import ObjectiveSpec, ObjectiveStack
-    from steeropt.objectives.tier1 import ConceptInfo
-    from steeropt.study import Study
+    from steeropt.evaluation.objectives import ObjectiveSpec, ObjectiveStack
+    from steeropt.evaluation.objectives.tier1 import ConceptInfo
+    from steeropt.runner.study import Study
 
     cwd = os.getcwd()
     t0 = time.perf_counter()

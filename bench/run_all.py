@@ -53,7 +53,7 @@ def rel(p: Path) -> str:
 def machine() -> dict:
     import torch
 
-    from steeropt.study import package_versions
+    from steeropt.runner.study import package_versions
 
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
@@ -93,8 +93,8 @@ def sec_overhead(cfg, tmp) -> dict:
 
 # ---- 2. candidate batching ---------------------------------------------------------------------------
 def _model_and_vectors():
-    from steeropt.models import load_model
-    from steeropt.vectors import VectorSet, diff_in_means
+    from steeropt.engine.models import load_model
+    from steeropt.engine.vectors import VectorSet, diff_in_means
 
     lm = load_model()
     read = lambda n: [l.strip() for l in (ROOT / "studies/data" / n).read_text().splitlines() if l.strip()]  # noqa: E731
@@ -106,7 +106,7 @@ def _model_and_vectors():
 def sec_batching(cfg, tmp) -> dict:
     import engine
 
-    from steeropt.generation import Decoding, Generator
+    from steeropt.engine.generation import Decoding, Generator
     from steeropt.types import InterventionPlan, Site
 
     b = cfg["batching"]
@@ -180,8 +180,8 @@ def sec_tiering(cfg, tmp, grid) -> dict:
 
 # ---- 5. memory -----------------------------------------------------------------------------------------
 def sec_memory(cfg, tmp) -> dict:
-    from steeropt.models import load_model
-    from steeropt.models.loading import embedded_gguf_path
+    from steeropt.engine.models import load_model
+    from steeropt.engine.models.loading import embedded_gguf_path
 
     n = cfg["memory"]["trials"]
     lm = load_model()
@@ -205,7 +205,7 @@ def sec_memory(cfg, tmp) -> dict:
     log(f"memory: {' '.join(cmd)} (in a temp dir)")
     rss, secs = peak(cmd, d)
     base, _ = peak([PY, "-c", "import torch, transformers"], d)
-    model_only, _ = peak([PY, "-c", "from steeropt.models import load_model; load_model()"], d)
+    model_only, _ = peak([PY, "-c", "from steeropt.engine.models import load_model; load_model()"], d)
     return {"trials": n, "peak_rss_bytes": rss, "seconds": secs, "weight_bytes_fp32": weight_bytes, "gguf_bytes": gguf_bytes,
             "peak_over_weights": rss / weight_bytes, "peak_over_gguf": rss / gguf_bytes,
             "python_torch_transformers_rss_bytes": base, "load_model_rss_bytes": model_only,
@@ -215,9 +215,9 @@ def sec_memory(cfg, tmp) -> dict:
 
 # ---- 6. scaling ----------------------------------------------------------------------------------------
 def sec_scaling(cfg, tmp) -> dict:
-    from steeropt.generation import Decoding
+    from steeropt.engine.generation import Decoding
     from steeropt.specs import build
-    from steeropt.study import Study, trial_prompts
+    from steeropt.runner.study import Study, trial_prompts
     from steeropt.types import InterventionPlan, Site
 
     s = cfg["scaling"]
@@ -227,9 +227,9 @@ def sec_scaling(cfg, tmp) -> dict:
         study = Study.from_spec(str(ROOT / "studies/quickstart.yaml"), track=False).setup()
         spec = study.spec
         # No judge cache: repeated rounds must pay for their judge calls like a fresh trial batch does.
-        from steeropt.judges import make_judge
-        from steeropt.objectives import ObjectiveStack
-        from steeropt.objectives.tier1 import ConceptInfo
+        from steeropt.evaluation.judges import make_judge
+        from steeropt.evaluation.objectives import ObjectiveStack
+        from steeropt.evaluation.objectives.tier1 import ConceptInfo
 
         study.judge.close()
         study.judge = make_judge(study.judge_spec, lm=study.lm, cache=None)

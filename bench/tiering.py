@@ -38,14 +38,14 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write per-sample records of both runs as JSONL here")
     args = ap.parse_args()
 
-    from steeropt.concepts import load_concept
-    from steeropt.generation import Decoding, Generator
-    from steeropt.judges import make_judge
-    from steeropt.models import load_model
-    from steeropt.objectives import ConceptInfo, ObjectiveSpec, ObjectiveStack
+    from steeropt.specs.concepts import load_concept
+    from steeropt.engine.generation import Decoding, Generator
+    from steeropt.evaluation.judges import make_judge
+    from steeropt.engine.models import load_model
+    from steeropt.evaluation.objectives import ConceptInfo, ObjectiveSpec, ObjectiveStack
     from steeropt.specs.factory import build
     from steeropt.types import InterventionPlan, Site
-    from steeropt.vectors import VectorSet, diff_in_means
+    from steeropt.engine.vectors import VectorSet, diff_in_means
 
     t0 = time.perf_counter()
     lm = load_model()

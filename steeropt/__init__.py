@@ -7,15 +7,15 @@ The public API, imported lazily (``import steeropt`` stays cheap):
 from __future__ import annotations
 
 _EXPORTS = {
-    "Study": "steeropt.study",
-    "load_model": "steeropt.models",
-    "Generator": "steeropt.generation",
-    "Decoding": "steeropt.generation",
-    "steer": "steeropt.interventions",
-    "apply_profile": "steeropt.profiles",
-    "load_profile": "steeropt.profiles",
-    "compare": "steeropt.compare",
-    "pick": "steeropt.pick",
+    "Study": "steeropt.runner.study",
+    "load_model": "steeropt.engine.models",
+    "Generator": "steeropt.engine.generation",
+    "Decoding": "steeropt.engine.generation",
+    "steer": "steeropt.engine.interventions",
+    "apply_profile": "steeropt.report.profiles",
+    "load_profile": "steeropt.report.profiles",
+    "compare": "steeropt.report.compare",
+    "pick": "steeropt.report.pick",
 }
 
 __all__ = list(_EXPORTS)

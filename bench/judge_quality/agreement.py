@@ -25,7 +25,7 @@ LABEL_OF = {"concept": "concept_band", "trait": "concept_band", "fluency": "cohe
 def main(argv: list[str] | None = None) -> dict:
     from scipy.stats import spearmanr
 
-    from steeropt.judges import JudgeRequest, load_judge_spec, make_judge
+    from steeropt.evaluation.judges import JudgeRequest, load_judge_spec, make_judge
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", default="local-default", help="judge spec name or path (default local-default)")

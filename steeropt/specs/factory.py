@@ -23,9 +23,9 @@ from steeropt.specs.loader import SPEC_SUFFIXES, apply_includes, read_spec_file
 
 REGISTRY = {
     "study": "steeropt.specs.study:StudySpec",
-    "search_space": "steeropt.spaces:SearchSpaceSpec",
-    "objective": "steeropt.objectives.config:ObjectiveSpec",
-    "judge": "steeropt.judges.config:JudgeSpec",
+    "search_space": "steeropt.search.spaces:SearchSpaceSpec",
+    "objective": "steeropt.evaluation.objectives.config:ObjectiveSpec",
+    "judge": "steeropt.evaluation.judges.config:JudgeSpec",
 }
 INLINE = "<inline>"
 

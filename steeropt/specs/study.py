@@ -255,7 +255,7 @@ class StudySpec(_Spec):
 
     def families(self):
         """Load and check the prompt families (files read now)."""
-        from steeropt.prompts import check_unique, load_family
+        from steeropt.specs.prompts import check_unique, load_family
 
         from steeropt.errors import SpecError
 
@@ -274,6 +274,6 @@ class StudySpec(_Spec):
 
     def splits(self):
         """family name -> PromptSplit(selection, held_out), deterministic in prompts.split_seed."""
-        from steeropt.prompts import split_families
+        from steeropt.specs.prompts import split_families
 
         return split_families(self.families(), self.prompts.selection_fraction, self.prompts.split_seed)

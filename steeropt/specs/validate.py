@@ -1,7 +1,7 @@
 """`steeropt validate`: check a whole study without loading model weights.
 
 Order: the study schema -> data files (vectors, prompt families) -> the model's shape
-(`steeropt.models.describe`, config.json / GGUF metadata only) -> layers and heads -> nested specs
+(`steeropt.engine.models.describe`, config.json / GGUF metadata only) -> layers and heads -> nested specs
 (search space, objective, judge) resolve and validate -> cross checks. The first problem raises
 SpecError naming the file and the field.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from steeropt.errors import ModelError, SpecError, SteeroptError
-from steeropt.prompts import read_pairs, read_texts
+from steeropt.specs.prompts import read_pairs, read_texts
 from steeropt.specs.factory import build, load_spec
 from steeropt.specs.study import StudySpec
 
@@ -86,11 +86,11 @@ def _check_vectors(study: StudySpec) -> list[ResolvedPart]:
 
 
 def _describe(study: StudySpec):
-    """(ModelInfo, "") or (None, reason) when steeropt.models is not available in this install."""
+    """(ModelInfo, "") or (None, reason) when steeropt.engine.models is not available in this install."""
     try:
-        from steeropt.models import describe
+        from steeropt.engine.models import describe
     except ImportError as e:
-        return None, f"model shape not checked: steeropt.models.describe unavailable ({e})"
+        return None, f"model shape not checked: steeropt.engine.models.describe unavailable ({e})"
     try:
         return _cached(describe, study.model), ""
     except (ModelError, SteeroptError, OSError, ValueError) as e:

@@ -10,7 +10,7 @@ from tests.study_tests.conftest import tiny_spec
 @pytest.fixture(scope="session")
 def tiny_studies(tmp_path_factory, embedded):
     """{"dir", "add", "clamp"}: spec paths of two finished tiny studies sharing prompts and objective."""
-    from steeropt.study import Study
+    from steeropt.runner.study import Study
 
     base = tmp_path_factory.mktemp("compare")
     common = {"budget": {"trials": 3, "batch_size": 3, "prompts_per_trial": 2}, "optimizer": {"name": "grid",
@@ -35,7 +35,7 @@ def tiny_studies(tmp_path_factory, embedded):
 def picked(tiny_studies, embedded):
     """pick() on the tiny add study, held-out re-evaluation and profile export included. Maximises the KL dose
     (with no coherency floor) so the chosen settings steer (α > 0) and the reproduction test means something."""
-    from steeropt.pick import pick
+    from steeropt.report.pick import pick
 
     out = tiny_studies["dir"] / "profile-add"
     return pick(str(tiny_studies["add"]), min_coherency=0.0, maximize="kl", lm=embedded, out=out), out

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from steeropt.compare import ComparisonError, compare, front_hypervolume, hypervolume_band
+from steeropt.report.compare import ComparisonError, compare, front_hypervolume, hypervolume_band
 from steeropt.errors import SteeroptError
-from steeropt.profiles import ProfileError, apply_profile, load_profile, read_control_vector
+from steeropt.report.profiles import ProfileError, apply_profile, load_profile, read_control_vector
 
 OBJ = [("concept", "maximize"), ("coherency", "maximize")]
 
@@ -74,9 +74,9 @@ def test_compare_refuses_mismatched_studies(tiny_studies):
 
 
 def test_pick_selects_on_selection_and_reports_held_out(tiny_studies, picked, embedded):
-    from steeropt.pick import pick
+    from steeropt.report.pick import pick
     from steeropt.specs import build
-    from steeropt.study import trial_prompts
+    from steeropt.runner.study import trial_prompts
 
     res, out = picked
     spec = build("study", str(tiny_studies["add"]))

@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from steeropt.activations import tokenize
+from steeropt.engine.activations import tokenize
 from steeropt.errors import SteeroptError
-from steeropt.generation import Decoding, Generator
+from steeropt.engine.generation import Decoding, Generator
 from steeropt.types import InterventionPlan, Site
 
 

@@ -6,10 +6,10 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from steeropt.activations import tokenize
+from steeropt.engine.activations import tokenize
 from steeropt.errors import InterventionError
-from steeropt.generation import Decoding, Generator
-from steeropt.interventions import raw_alphas, steer
+from steeropt.engine.generation import Decoding, Generator
+from steeropt.engine.interventions import raw_alphas, steer
 from steeropt.types import InterventionPlan, Site
 
 PROMPTS = [("open", "Tell me about your weekend."), ("open", "Write a short story about a dog and a cat.")]
@@ -42,8 +42,14 @@ def forward(lm, texts):
         return enc, lm.model(**enc, use_cache=False).logits
 
 
+# Logprobs of the same text in different batch rows differ in the last bits: fp32 matmul reductions
+# depend on batch shape, row position and thread count (seen: 2.4e-6 apart). 1e-4 nats is 40x that and
+# still far below what the smallest strength tested anywhere moves (α=0.05 changes logits by ~1e-2).
+LOGPROB_ATOL = 1e-4
+
+
 def test_alpha_zero_is_exactly_unsteered(embedded, wedding_vectors):
-    # Same batch shape for both arms: the matmul kernels (and so the last bits) depend on it.
+    # α=0 on add/affine/ablate/head_add is the identity: same tokens exactly, logprobs within LOGPROB_ATOL.
     gen = Generator(embedded, wedding_vectors)
     dec = Decoding(max_new_tokens=16)
     plans = [InterventionPlan([], []), plan(0.0), plan(0.0, "affine"), plan(0.0, "ablate"),
@@ -55,7 +61,7 @@ def test_alpha_zero_is_exactly_unsteered(embedded, wedding_vectors):
         for j in range(n):
             s = out[k * n + j]
             assert s.token_ids == base[j].token_ids
-            assert s.logprobs == base[j].logprobs
+            assert s.logprobs == pytest.approx(base[j].logprobs, abs=LOGPROB_ATOL)
     # and an unsteered call without any hooks gives the same tokens
     alone = gen.run(PROMPTS, [InterventionPlan([], [])], dec)
     assert [s.token_ids for s in alone] == [s.token_ids for s in base]
@@ -164,14 +170,9 @@ def test_hooks_removed_after_exception(embedded, wedding_vectors):
     assert n_hooks() == before
     # a generate that fails inside the hooks (row count mismatch) also leaves none behind
     with pytest.raises(InterventionError, match="rows"):
-        Generator(embedded, wedding_vectors)._generate([(0, 0), (0, 1)], PROMPTS, [plan(0.1)], Decoding(4), 0).__next__() \
-            if False else _mismatch(embedded, wedding_vectors)
+        with steer(embedded, wedding_vectors, [plan(0.1)], [0, 0, 0]):  # 3 row plans for a 1-row batch
+            forward(embedded, ["one prompt"])
     assert n_hooks() == before
-
-
-def _mismatch(lm, vectors):
-    with steer(lm, vectors, [plan(0.1)], [0, 0, 0]):
-        forward(lm, ["one prompt"])
 
 
 def test_raw_alphas_recorded(wedding_vectors):

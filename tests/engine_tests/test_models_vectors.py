@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from steeropt.errors import InterventionError, ModelError, SteeroptError
-from steeropt.models import ArchAdapter, describe, embedded_gguf_path, load_model
-from steeropt.vectors import SteeringVector, caa, from_file, from_sae
+from steeropt.engine.models import ArchAdapter, describe, embedded_gguf_path, load_model
+from steeropt.engine.vectors import SteeringVector, caa, from_file, from_sae
 
 
 def test_embedded_model_shape_and_identity(embedded):

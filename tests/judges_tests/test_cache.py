@@ -4,7 +4,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import sqlite3
 
-from steeropt.judges.cache import JudgeCache, cache_key
+from steeropt.evaluation.judges.cache import JudgeCache, cache_key
 
 
 def _writer(path: str, worker: int, n: int) -> None:

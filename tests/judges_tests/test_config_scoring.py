@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from steeropt.errors import SpecError
-from steeropt.judges import JudgeSpec, Rubric, load_judge_spec
-from steeropt.judges.config import _fallback_load
-from steeropt.judges.scoring import normalise, parse_rating, score_completion, weighted_rating
+from steeropt.evaluation.judges import JudgeSpec, Rubric, load_judge_spec
+from steeropt.evaluation.judges.config import _fallback_load
+from steeropt.evaluation.judges.scoring import normalise, parse_rating, score_completion, weighted_rating
 
 REPO = Path(__file__).resolve().parents[2]
 AX = Rubric(template="{concept} {response}", scale={"min": 0, "max": 2})

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from steeropt.judges import JudgeRequest, load_judge_spec, make_judge
+from steeropt.evaluation.judges import JudgeRequest, load_judge_spec, make_judge
 
 FLUENT = "The bride walked down the aisle and the guests cheered as the couple exchanged their vows."
 GIBBERISH = "xq plorm vantish grebble oo nattic wem sprandle kooth ibber fane dos"

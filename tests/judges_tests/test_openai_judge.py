@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from steeropt.errors import JudgeError
-from steeropt.judges import JudgeRequest, Rubric, load_judge_spec, make_judge
+from steeropt.evaluation.judges import JudgeRequest, Rubric, load_judge_spec, make_judge
 
 # A short 0-2 rubric answered in one token: keeps 200 requests through the 135M server fast.
 # The text comes last so llama.cpp reuses the KV cache of the shared prefix between requests.

@@ -11,7 +11,7 @@ def lm(request):
     try:
         return request.getfixturevalue("embedded")
     except pytest.FixtureLookupError:
-        from steeropt.models import load_model
+        from steeropt.engine.models import load_model
 
         return load_model("smollm2-135m-instruct")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steeropt.objectives.aggregate import bootstrap_ci, harmonic_mean, mean, scalarize
-from steeropt.objectives.gates import audit_draw, gate_reasons
-from steeropt.objectives.config import Gate
+from steeropt.evaluation.objectives.aggregate import bootstrap_ci, harmonic_mean, mean, scalarize
+from steeropt.evaluation.objectives.gates import audit_draw, gate_reasons
+from steeropt.evaluation.objectives.config import Gate
 
 
 def test_harmonic_mean():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from steeropt.errors import SpecError
-from steeropt.objectives.config import ObjectiveSpec
+from steeropt.evaluation.objectives.config import ObjectiveSpec
 from steeropt.specs.factory import build
 
 BASE = {"name": "x", "judge": "local-default", "scores": {"concept": {"rubric": "concept"}},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from steeropt.objectives import metrics as M
+from steeropt.evaluation.objectives import metrics as M
 
 EOS = 2
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from steeropt.generation import Decoding, Generator
-from steeropt.objectives import ConceptInfo, Tier1
-from steeropt.objectives.scoring import Row, preference_utility, surprisal_and_kl, token_logprobs
+from steeropt.engine.generation import Decoding, Generator
+from steeropt.evaluation.objectives import ConceptInfo, Tier1
+from steeropt.evaluation.objectives.scoring import Row, preference_utility, surprisal_and_kl, token_logprobs
 from steeropt.types import InterventionPlan, Site
 
 PROMPTS = [("open", "Tell me about your weekend."), ("advice", "Give me some advice for a job interview.")]

@@ -1,6 +1,6 @@
 """ObjectiveStack gating, audit, missing-vs-zero and failure rules.
 
-The judge here is a tiny real Judge subclass (steeropt.judges.base.Judge with a rule-based `_rate`),
+The judge here is a tiny real Judge subclass (steeropt.evaluation.judges.base.Judge with a rule-based `_rate`),
 used ONLY to test the stack's aggregation logic deterministically; the real judge backends are tested
 in tests/judges_tests. Tier-1 metrics run on the real embedded model.
 """
@@ -11,10 +11,10 @@ import json
 import pytest
 
 from steeropt.errors import JudgeError
-from steeropt.judges.base import Judge
-from steeropt.judges.config import JudgeSpec, Rubric
-from steeropt.judges.scoring import Rating
-from steeropt.objectives import ConceptInfo, ObjectiveSpec, ObjectiveStack
+from steeropt.evaluation.judges.base import Judge
+from steeropt.evaluation.judges.config import JudgeSpec, Rubric
+from steeropt.evaluation.judges.scoring import Rating
+from steeropt.evaluation.objectives import ConceptInfo, ObjectiveSpec, ObjectiveStack
 from steeropt.specs.factory import build
 from steeropt.types import InterventionPlan
 

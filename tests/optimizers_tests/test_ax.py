@@ -6,7 +6,7 @@ import time
 
 from optuna.trial import TrialState
 
-from steeropt.optimizers import make_optimizer
+from steeropt.search.optimizers import make_optimizer
 from tests.optimizers_tests.test_conformance import CONSTRAINTS, OBJECTIVES, SPACE, problem
 
 

@@ -7,8 +7,8 @@ import pytest
 from optuna.trial import TrialState
 
 from steeropt.errors import SteeroptError
-from steeropt.optimizers import make_optimizer
-from steeropt.spaces import SearchSpaceSpec
+from steeropt.search.optimizers import make_optimizer
+from steeropt.search.spaces import SearchSpaceSpec
 
 NAMES = ["grid", "random", "sobol", "tpe", "nsga2", "botorch"]
 OBJECTIVES = [("concept", "maximize"), ("damage", "minimize")]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from steeropt.errors import SteeroptError
-from steeropt.pareto import (TrialPoint, hypervolume, hypervolume_curve, non_dominated, plausible_front,
+from steeropt.report.pareto import (TrialPoint, hypervolume, hypervolume_curve, non_dominated, plausible_front,
                              reference_point, sure_front)
 
 MAX2 = ["maximize", "maximize"]

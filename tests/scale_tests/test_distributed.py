@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from steeropt.tracking import study_runs
+from steeropt.runner.tracking import study_runs
 
 from .conftest import cli_env, steeropt, tiny_spec
 
@@ -108,9 +108,9 @@ def test_three_workers_share_one_study_and_survive_a_sigkill(postgres, mlflow_se
 
 def test_concurrent_asks_never_overshoot_the_budget(postgres, tmp_path):
     """Two processes asking for the last slot at the same moment: one of them gives its trial back."""
-    from steeropt.optimizers import make_optimizer
+    from steeropt.search.optimizers import make_optimizer
     from steeropt.specs import build
-    from steeropt.study import Study
+    from steeropt.runner.study import Study
 
     url = postgres.create_database("race")
     path = tiny_spec(tmp_path, name="race", storage=url, budget={"trials": 3, "batch_size": 2, "prompts_per_trial": 2})
@@ -145,8 +145,8 @@ def test_concurrent_asks_never_overshoot_the_budget(postgres, tmp_path):
 def test_ax_with_several_workers_sees_running_trials_as_pending(postgres, tmp_path):
     """Ax/BoTorch is supported with several workers: each worker's Ax client attaches the RUNNING trials of
     the others as pending points (qLogNEHVI fantasises them), so two workers do not propose the same point."""
-    from steeropt.optimizers import make_optimizer
-    from steeropt.spaces import SearchSpaceSpec
+    from steeropt.search.optimizers import make_optimizer
+    from steeropt.search.spaces import SearchSpaceSpec
 
     url = postgres.create_database("axworkers")
     space = SearchSpaceSpec.model_validate({"name": "s", "sites": [

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from steeropt.tracking import study_runs
+from steeropt.runner.tracking import study_runs
 
 from .conftest import cli_env, steeropt, tiny_spec
 
@@ -153,7 +153,7 @@ def test_api_key_never_written(judged_run):
 def test_nan_activations_fail_the_trial_and_the_study_goes_on(embedded, tmp_path, monkeypatch):
     """α so large that the residual stream overflows: generation meets non-finite logits, that candidate's
     trial fails with the reason (alone, even inside a batch), the others complete."""
-    from steeropt.study import Study
+    from steeropt.runner.study import Study
 
     monkeypatch.chdir(tmp_path)
     path = tiny_spec(tmp_path, name="overflow", optimizer={"name": "grid", "settings": {"grid_size": 4}},

@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from steeropt.errors import SpecError, SteeroptError
-from steeropt.spaces import SearchSpaceSpec
+from steeropt.search.spaces import SearchSpaceSpec
 from steeropt.types import Site
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"

@@ -13,10 +13,10 @@ REPO = HERE.parents[1]
 
 # What each optional part needs to be importable (other helpers write these modules).
 PARTS = {
-    "search_space": ("steeropt.spaces", "SearchSpaceSpec"),
-    "objective": ("steeropt.objectives.config", "ObjectiveSpec"),
-    "judge": ("steeropt.judges.config", "JudgeSpec"),
-    "models": ("steeropt.models", "describe"),
+    "search_space": ("steeropt.search.spaces", "SearchSpaceSpec"),
+    "objective": ("steeropt.evaluation.objectives.config", "ObjectiveSpec"),
+    "judge": ("steeropt.evaluation.judges.config", "JudgeSpec"),
+    "models": ("steeropt.engine.models", "describe"),
 }
 
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from steeropt.errors import SpecError
-from steeropt.prompts import (PromptFamily, check_unique, load_family, read_pairs, read_texts, split_families,
+from steeropt.specs.prompts import (PromptFamily, check_unique, load_family, read_pairs, read_texts, split_families,
                               split_family)
 
 from .conftest import REPO

@@ -12,8 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from steeropt.study import Study
-from steeropt.tracking import study_runs
+from steeropt.runner.study import Study
+from steeropt.runner.tracking import study_runs
 
 REPO = Path(__file__).resolve().parents[2]
 

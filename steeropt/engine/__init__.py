@@ -1,0 +1,1 @@
+"""Engine: models and their cache, vectors, activations, interventions (controllers, hooks), generation."""

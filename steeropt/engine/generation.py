@@ -1,0 +1,145 @@
+"""Batched generation over prompts × candidate plans: one `generate` call per chunk of rows."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Iterable, Sequence
+
+import torch
+
+from steeropt.errors import SteeroptError
+from steeropt.engine.interventions import steer, validate_plans
+from steeropt.engine.models import LoadedModel
+from steeropt.types import InterventionPlan, Sample
+from steeropt.engine.vectors import VectorSet
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 48  # enough to see fluency and topic, short enough for many candidates
+    temperature: float = 0.0  # 0 = greedy: candidates differ only by their steering
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0  # >1 hides collapse from the rep-3 gate; keep 1 when tuning α
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise SteeroptError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+            raise SteeroptError(f"invalid decoding settings {asdict(self)}")
+
+    def generate_kwargs(self) -> dict:
+        kw = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.temperature > 0:
+            return kw | {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+        return kw | {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+class Generator:
+    """Generates completions for every (prompt, plan) pair.
+
+    memory_cap_gb bounds the rows per generate call (KV cache + one step's logits); max_batch bounds it too,
+    since on CPU throughput stops improving past a few dozen rows.
+
+    Example:
+        >>> gen = Generator(lm, vectors)
+        >>> samples = gen.run([("open", "Tell me about your weekend.")], plans, Decoding(max_new_tokens=32))
+    """
+
+    def __init__(self, lm: LoadedModel, vectors: VectorSet | None = None, *, memory_cap_gb: float = 4.0,
+                 max_batch: int = 64):
+        self.lm, self.vectors = lm, vectors if vectors is not None else VectorSet()
+        self.memory_cap_gb, self.max_batch = memory_cap_gb, max_batch
+
+    def rows_per_call(self, prompt_len: int, decoding: Decoding) -> int:
+        cfg = self.lm.model.config
+        steps = decoding.max_new_tokens
+        kv_dim = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads) * self.lm.adapter.head_dim
+        per_row = 4 * (4 * cfg.vocab_size  # one step's logits: the model's, generate's copy, our log-softmax + the previous one
+                       + 2 * cfg.num_hidden_layers * (prompt_len + steps) * kv_dim  # KV cache
+                       + 8 * (prompt_len + steps) * cfg.hidden_size)  # activations in flight
+        return max(1, min(self.max_batch, int(self.memory_cap_gb * 2**30 // per_row)))
+
+    def run(self, prompts: Sequence[tuple[str, str]], plans: Sequence[InterventionPlan],
+            decoding: Decoding = Decoding(), seed: int = 0, progress=None) -> list[Sample]:
+        """prompts: (family, prompt text) pairs. Returns plan-major samples: plan 0 × every prompt, plan 1 ...
+        Plans with different per-candidate decoding overrides go to separate generate calls."""
+        if not prompts:
+            raise SteeroptError("no prompts to generate from")
+        plans = list(plans) or [InterventionPlan([], [])]
+        validate_plans(self.lm, self.vectors, plans)
+        rows = [(p, j) for p in range(len(plans)) for j in range(len(prompts))]
+        out: dict[tuple[int, int], Sample] = {}
+        by_decoding: dict[Decoding, list[tuple[int, int]]] = {}
+        for row in rows:
+            dec = replace(decoding, **plans[row[0]].decoding) if plans[row[0]].decoding else decoding
+            by_decoding.setdefault(dec, []).append(row)
+        chunk_no = 0
+        for dec, dec_rows in by_decoding.items():
+            width = max(len(self.lm.tokenizer(self.lm.render(prompts[j][1]))["input_ids"]) for _, j in dec_rows)
+            size = self.rows_per_call(width, dec)
+            for start in range(0, len(dec_rows), size):
+                chunk = dec_rows[start:start + size]
+                for sample in self._generate(chunk, prompts, plans, dec, seed + chunk_no):
+                    out[(sample.candidate, sample.meta.pop("prompt_index"))] = sample
+                chunk_no += 1
+                if progress is not None:
+                    progress(len(chunk))
+        return [out[row] for row in rows]
+
+    @torch.no_grad()
+    def _generate(self, rows, prompts, plans, decoding: Decoding, seed: int) -> Iterable[Sample]:
+        tok = self.lm.tokenizer
+        texts = [self.lm.render(prompts[j][1]) for _, j in rows]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        width = enc["input_ids"].shape[1]
+        torch.manual_seed(seed)
+        rec = _ChosenLogprobs()
+        handle = self.lm.model.register_forward_hook(rec.hook, with_kwargs=True)
+        try:
+            with steer(self.lm, self.vectors, plans, [p for p, _ in rows], prompt_len=width):
+                seqs = self.lm.model.generate(
+                    **{k: v.to(self.lm.device) for k, v in enc.items()}, **decoding.generate_kwargs(),
+                    pad_token_id=tok.pad_token_id)
+        finally:
+            handle.remove()
+        gen = seqs[:, width:].cpu()
+        logprobs = rec.finish(gen)
+        eos = set(_as_list(self.lm.model.generation_config.eos_token_id)) | {tok.eos_token_id}
+        for r, (p, j) in enumerate(rows):
+            ids = gen[r].tolist()
+            stop = next((i for i, t in enumerate(ids) if t in eos), None)
+            n = len(ids) if stop is None else stop + 1
+            prompt_ids = enc["input_ids"][r][enc["attention_mask"][r].bool()].tolist()
+            yield Sample(prompt=prompts[j][1], family=prompts[j][0], prompt_ids=prompt_ids, token_ids=ids[:n],
+                         text=tok.decode(ids[:n], skip_special_tokens=True), logprobs=logprobs[r, :n].tolist(),
+                         finished=stop is not None, candidate=p, seed=seed, meta={"prompt_index": j})
+
+
+class _ChosenLogprobs:
+    """log p(chosen token) per step under the raw (steered) logits, holding one step's [B, V] at a time
+    instead of every step's logits: each forward call of `generate` receives the token chosen from the
+    previous call's logits as its last input column."""
+
+    def __init__(self):
+        self.prev: torch.Tensor | None = None  # [B, V] log-softmax of the last call
+        self.steps: list[torch.Tensor] = []
+
+    def _take(self, chosen: torch.Tensor) -> None:
+        self.steps.append(self.prev.gather(-1, chosen.to(self.prev.device).view(-1, 1)).squeeze(-1).cpu())
+
+    def hook(self, _module, args, kwargs, output):
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else (args[0] if args else None)
+        if self.prev is not None and ids is not None:
+            self._take(ids[:, -1])
+        logits = output.logits[:, -1].float()
+        if not torch.isfinite(logits).all():
+            raise SteeroptError("non-finite logits during generation (NaN/Inf in the steered activations)")
+        self.prev = torch.log_softmax(logits, dim=-1)
+
+    def finish(self, gen: torch.Tensor) -> torch.Tensor:
+        """[B, steps] for the generated ids `gen` [B, steps]."""
+        self._take(gen[:, -1])
+        return torch.stack(self.steps, dim=1)[:, :gen.shape[1]]
+
+
+def _as_list(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]

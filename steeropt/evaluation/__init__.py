@@ -1,0 +1,1 @@
+"""Evaluation: the tiered objective stack (cheap metrics, gates, aggregation) and LLM judges."""

@@ -1,0 +1,129 @@
+"""Calibrated scores: a monotone map from an axis's raw score (judge probability or metric) plus a few cheap
+metrics to the human labels of that axis.
+
+The model is a logistic curve on standardised features with NON-NEGATIVE weights (each feature is oriented
+so that larger = better), fitted to label/2 with a binomial loss (scipy L-BFGS-B with bounds). Monotone by
+construction, a handful of parameters, so it cannot memorise a label set. Its output is in [0, 1]
+(about the expected label / 2).
+
+A calibration file (written by `steeropt judge calibrate`) holds one fitted map per axis; an objective
+names it as a score source:
+
+    scores:
+      coherency: {calibrated: bench/judge_quality/calibrated.yaml, axis: fluency}
+
+The map reads the same raw score the objective had for that axis when it was fitted (`source`, a rubric
+or a metric) and the cheap metrics it lists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import minimize
+
+from steeropt.errors import SteeroptError
+
+AXES = ("concept", "fluency", "relevance")
+LABEL_OF_AXIS = {"concept": "concept", "fluency": "coherency", "relevance": "relevance"}
+# Cheap features per axis: (metric, sign) with sign = +1 when larger means better on that axis.
+CHEAP_FEATURES = {
+    "concept": [("keyword_hits", 1.0)],
+    "fluency": [("neutral_surprisal", -1.0), ("rep_3", -1.0), ("degenerate", -1.0)],
+    "relevance": [("relevance_pmi", 1.0)],
+}
+RIDGE = 0.1  # L2 on the weights (standardised units): keeps a fit on ~50 items stable
+
+
+@dataclass
+class Calibrator:
+    """One axis's fitted map. features[0] is the raw score ("score") when the objective had one."""
+
+    axis: str
+    source: dict | None  # {"rubric": name} or {"metric": name}: where the raw "score" feature comes from
+    features: list[tuple[str, float]]  # (name, sign); name "score" = the raw score
+    mean: list[float]
+    scale: list[float]
+    weights: list[float]
+    bias: float
+
+    @property
+    def rubric(self) -> str | None:
+        return (self.source or {}).get("rubric")
+
+    def _z(self, rows: list[dict]) -> np.ndarray:
+        """Standardised, oriented features; a missing value sits at the training mean (z = 0)."""
+        z = np.zeros((len(rows), len(self.features)))
+        for j, (name, sign) in enumerate(self.features):
+            for i, r in enumerate(rows):
+                v = r.get(name)
+                if v is not None and math.isfinite(v):
+                    z[i, j] = (sign * float(v) - self.mean[j]) / self.scale[j]
+        return z
+
+    def predict(self, rows: list[dict]) -> list[float | None]:
+        """rows: {"score": raw score or None, metric: value, ...}. A row whose raw score is missing is None."""
+        z = self._z(rows)
+        p = 1.0 / (1.0 + np.exp(-(self.bias + z @ np.asarray(self.weights))))
+        needs_score = bool(self.features) and self.features[0][0] == "score"
+        return [None if needs_score and r.get("score") is None else float(x) for r, x in zip(rows, p)]
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "features": [[n, s] for n, s in self.features], "mean": self.mean,
+                "scale": self.scale, "weights": self.weights, "bias": self.bias}
+
+
+def feature_list(source: dict | None, axis: str) -> list[tuple[str, float]]:
+    return ([("score", 1.0)] if source else []) + CHEAP_FEATURES[axis]
+
+
+def fit(axis: str, source: dict | None, rows: list[dict], labels: list[int]) -> Calibrator:
+    """Fit on rows (feature dicts) with labels in 0..2."""
+    feats = feature_list(source, axis)
+    mean, scale = [], []
+    for name, sign in feats:
+        xs = [sign * float(r[name]) for r in rows if r.get(name) is not None and math.isfinite(r[name])]
+        mean.append(float(np.mean(xs)) if xs else 0.0)
+        sd = float(np.std(xs)) if len(xs) > 1 else 0.0
+        scale.append(sd if sd > 1e-9 else 1.0)
+    cal = Calibrator(axis, source, feats, mean, scale, [0.0] * len(feats), 0.0)
+    z, y = cal._z(rows), np.asarray(labels, dtype=float) / 2.0
+
+    def loss(theta):
+        b, w = theta[0], theta[1:]
+        t = b + z @ w
+        # binomial cross-entropy with target y in [0, 1]: log(1 + e^t) - y t, written stably
+        nll = np.logaddexp(0.0, t) - y * t
+        p = 1.0 / (1.0 + np.exp(-t))
+        grad_t = (p - y) / len(y)
+        return nll.mean() + RIDGE * (w @ w) / 2, np.concatenate([[grad_t.sum()], z.T @ grad_t + RIDGE * w])
+
+    res = minimize(loss, np.zeros(len(feats) + 1), jac=True, method="L-BFGS-B",
+                   bounds=[(None, None)] + [(0.0, None)] * len(feats))
+    cal.bias, cal.weights = float(res.x[0]), [float(w) for w in res.x[1:]]
+    return cal
+
+
+def save(path: str | Path, calibrators: dict[str, Calibrator], meta: dict) -> None:
+    data = {"kind": "steeropt-calibration", **meta, "axes": {a: c.to_dict() for a, c in calibrators.items()}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def load(path: str | Path, axis: str) -> Calibrator:
+    """The fitted map of one axis from a calibration file; bad files name the file and what is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise SteeroptError(f"calibration file '{p}' not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+        d = data["axes"][axis]
+        return Calibrator(axis, d.get("source"), [(n, float(s)) for n, s in d["features"]], [float(x) for x in d["mean"]],
+                          [float(x) for x in d["scale"]], [float(x) for x in d["weights"]], float(d["bias"]))
+    except KeyError as e:
+        raise SteeroptError(f"{p}: no calibrated axis '{axis}' (missing key {e}); write it with `steeropt judge calibrate`") from None
+    except (yaml.YAMLError, TypeError, ValueError) as e:
+        raise SteeroptError(f"{p}: not a calibration file: {e}") from None

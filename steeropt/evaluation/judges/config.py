@@ -1,0 +1,221 @@
+"""Judge specs: which backend answers, and the rubrics it answers with (judges/*.yaml).
+
+A rubric holds everything that decides a score: the prompt template, the rating scale, how the
+final rating is parsed from text, and whether the rating is read from the judge's logprobs.
+
+Example:
+    >>> spec = load_judge_spec("local-default")
+    >>> spec.rubrics["concept"].scale.max
+    2
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import string
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steeropt.errors import SpecError
+
+PLACEHOLDERS = ("prompt", "response", "concept")
+
+
+class Scale(BaseModel):
+    """Integer rating scale; valid rating tokens are the integers min..max."""
+
+    model_config = ConfigDict(extra="forbid")
+    min: int = 0
+    max: int = 2
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Scale":
+        if self.min < 0 or self.max <= self.min:
+            raise ValueError(f"expected 0 <= min < max, got min={self.min}, max={self.max}")
+        return self
+
+
+class Rubric(BaseModel):
+    """One question put to the judge, e.g. AxBench concept (0-2) or persona coherence (0-100)."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    style: Literal["axbench", "persona", "custom"] = "custom"  # informational: where the template comes from
+    system: str | None = None  # system message; None keeps the chat template's default
+    template: str  # user message; placeholders {prompt}, {response}, {concept}
+    scale: Scale = Field(default_factory=Scale)
+    # The rating in the required format; the LAST match counts, group 1 is the number.
+    parse: str = r"Rating:\s*\[*\s*(\d+(?:\.\d+)?)"
+    use_logprobs: bool = True  # read the rating from the judge's token distribution when available
+    # Where the logprob distribution is read: "rating" = the token where the parsed rating sits
+    # (works after an explanation), "first" = the first generated token (persona_vectors).
+    logprob_position: Literal["rating", "first"] = "rating"
+    min_valid_mass: float = Field(0.25, ge=0.0, le=1.0)  # persona_vectors: below 0.25 the score is missing
+    max_tokens: int = Field(256, ge=1)  # openai backend: tokens the judge may generate
+    # local backend: text put at the start of the assistant turn before reading the next token,
+    # e.g. 'Rating: [[' so a small model rates without writing an explanation first.
+    answer_prefix: str = ""
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"template is not a valid format string ({e}); write literal braces as {{{{ }}}}")
+        unknown = sorted(names - set(PLACEHOLDERS))
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {unknown}; allowed: {list(PLACEHOLDERS)}")
+        if "response" not in names:
+            raise ValueError("template must contain {response}")
+        return v
+
+    @field_validator("parse")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            rx = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"parse is not a valid regular expression: {e}")
+        if rx.groups < 1:
+            raise ValueError("parse must have a group capturing the rating number")
+        return v
+
+    def render(self, prompt: str, response: str, concept: str = "") -> str:
+        return self.template.format(prompt=prompt, response=response, concept=concept)
+
+    def messages(self, prompt: str, response: str, concept: str = "") -> list[dict]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        return msgs + [{"role": "user", "content": self.render(prompt, response, concept)}]
+
+    def digest(self) -> str:
+        """Hash of everything that changes a score: a changed rubric never reuses cached results."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class JudgeSpec(BaseModel):
+    """A judge: backend settings plus named rubrics. The API key itself is never part of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    backend: Literal["local", "openai"]
+    # local: a model ref for steeropt.engine.models.load_model; openai: the model name sent to the endpoint.
+    model: str = "smollm2-135m-instruct"
+    base_url: str | None = None  # openai: None means api.openai.com
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env var holding the key; None = no key needed
+    concurrency: int = Field(8, ge=1)  # openai: requests in flight at once
+    batch_size: int = Field(8, ge=1)  # local: rows per forward pass
+    threads: int | None = Field(None, ge=1)  # local: torch threads while judging; None keeps the process setting
+    timeout_s: float = Field(60.0, gt=0)  # openai: per HTTP attempt
+    max_retries: int = Field(4, ge=0)  # openai: retries after the first attempt (429/5xx/timeouts/connection)
+    backoff_s: float = Field(0.5, ge=0)  # first backoff; doubles per retry, with jitter
+    max_backoff_s: float = Field(30.0, ge=0)  # cap on one wait, Retry-After included
+    temperature: float = Field(0.0, ge=0)
+    top_logprobs: int = Field(20, ge=0, le=20)
+    cache: str | None = "judge_cache.sqlite"  # SQLite file; None disables the cache
+    rubrics: dict[str, Rubric]
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return v
+
+    @model_validator(mode="after")
+    def _some_rubric(self) -> "JudgeSpec":
+        if not self.rubrics:
+            raise ValueError("a judge needs at least one rubric")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "JudgeSpec":
+        path = Path(path)
+        data = _read_yaml(path)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            raise SpecError(str(path), field, err["msg"]) from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    """A spec file with `include:` applied (the shared spec loader when present, else a minimal one)."""
+    try:
+        from steeropt.specs.loader import read_spec_file
+    except ImportError:
+        read_spec_file = None
+    if read_spec_file is not None:
+        return read_spec_file(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SpecError(str(path), None, f"cannot read judge spec: {e}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(str(path), None, f"invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), None, "expected a mapping at the top level")
+    inc = data.pop("include", [])
+    base: dict = {}
+    for rel in [inc] if isinstance(inc, str) else inc:
+        base = _merge(base, _read_yaml(path.parent / rel))
+    return _merge(base, data)
+
+
+def _search_dirs(search_paths: list[Path] | None) -> list[Path]:
+    pkg = Path(__file__).resolve().parents[2]
+    dirs = [Path(p) for p in (search_paths or [])] + [Path.cwd() / "judges", pkg / "presets" / "judges",
+                                                    pkg.parent / "judges"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def _fallback_load(ref: str | Path | dict, search_paths: list[Path] | None) -> JudgeSpec:
+    if isinstance(ref, dict):
+        try:
+            return JudgeSpec.model_validate(ref)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SpecError(None, ".".join(map(str, err["loc"])) or None, err["msg"]) from None
+    ref_s = str(ref)
+    if ref_s.endswith((".yaml", ".yml")) or "/" in ref_s:
+        return JudgeSpec.from_yaml(ref_s)
+    names: dict[str, Path] = {}
+    for d in _search_dirs(search_paths):
+        for f in sorted(d.glob("*.y*ml")):
+            if f.name.endswith((".part.yaml", ".part.yml")):
+                continue
+            try:
+                data = yaml.safe_load(f.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("name"), str):
+                names.setdefault(data["name"], f)
+    if ref_s in names:
+        return JudgeSpec.from_yaml(names[ref_s])
+    close = difflib.get_close_matches(ref_s, list(names), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known judges: {', '.join(sorted(names)) or 'none'}"
+    raise SpecError(None, None, f"unknown judge '{ref_s}'{hint}")
+
+
+def load_judge_spec(ref: str | Path | dict | JudgeSpec, *, search_paths: list[Path] | None = None) -> JudgeSpec:
+    """A JudgeSpec from a name (the `name:` key in judges/*.yaml), a .yaml path, a mapping or a spec."""
+    if isinstance(ref, JudgeSpec):
+        return ref
+    try:
+        from steeropt.specs import build
+    except ImportError:
+        return _fallback_load(ref, search_paths)
+    return build("judge", ref, search_paths=search_paths)

@@ -1,0 +1,216 @@
+"""Does an objective's score agree with people? Score labelled (prompt, response) pairs exactly as a study
+would (ObjectiveStack: tier-1 metrics, gates, judge) and compare with the labels.
+
+Label file: one JSON object per line
+    {"prompt": str, "response": str, "concept": str, "concept_description": str (optional),
+     "labels": {"concept": 0|1|2, "coherency": 0|1|2, "relevance": 0|1|2}}     (any label may be absent)
+`coherency` is the fluency axis. The older bench format (concept_band / coherence_band) is read too.
+
+    items = read_labels("bench/judge_quality/labels/test.jsonl")
+    recs = score_items(lm, objective_spec, items, judge)      # one stack record per item
+    report = check_report(objective_spec, items, recs)        # {"axes": ..., "gates": ..., "cheap": ...}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from steeropt.errors import SteeroptError
+from steeropt.evaluation.calibration import AXES, LABEL_OF_AXIS
+
+LABELS = ("concept", "coherency", "relevance")
+# Which of the objective's score names feeds each axis (first match wins).
+AXIS_SCORES = {"concept": ("concept",), "fluency": ("fluency", "coherency", "coherence"),
+               "relevance": ("relevance", "instruction")}
+# Cheap metrics reported against each axis, with the sign that makes "larger = better".
+CHEAP = {"concept": [("keyword_hits", 1)],
+         "fluency": [("fluency_proxy", 1), ("neutral_surprisal", -1), ("rep_3", -1), ("coherency_proxy", 1)],
+         "relevance": [("relevance_pmi", 1), ("relevance_proxy", 1)]}
+
+
+class LabelError(SteeroptError):
+    """A label file is malformed: names the file, the line and the field."""
+
+
+@dataclass
+class LabelItem:
+    prompt: str
+    response: str
+    concept: str
+    labels: dict[str, int]
+    concept_description: str = ""
+    line: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def read_labels(path: str | Path) -> list[LabelItem]:
+    p = Path(path)
+    if not p.is_file():
+        raise LabelError(f"label file '{p}' not found")
+    items = []
+    for no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+
+        def bad(fld: str, msg: str):
+            raise LabelError(f"{p}:{no}: field '{fld}': {msg}")
+
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LabelError(f"{p}:{no}: not valid JSON: {e.msg}") from None
+        if not isinstance(d, dict):
+            bad("<line>", f"expected a JSON object, got {type(d).__name__}")
+        for k in ("prompt", "response", "concept"):
+            if not isinstance(d.get(k), str) or (k != "response" and not d[k].strip()):
+                bad(k, "missing or not a non-empty string" if k not in d else f"expected a string, got {d[k]!r}")
+        if "labels" not in d and ("concept_band" in d or "coherence_band" in d):  # older bench format
+            d["labels"] = {k: d[b] for k, b in (("concept", "concept_band"), ("coherency", "coherence_band")) if b in d}
+        labels = d.get("labels")
+        if not isinstance(labels, dict):
+            bad("labels", "missing or not an object {concept, coherency, relevance}")
+        for k, v in labels.items():
+            if k not in LABELS:
+                bad(f"labels.{k}", f"unknown label; known: {', '.join(LABELS)}")
+            if v is not None and (isinstance(v, bool) or v not in (0, 1, 2)):
+                bad(f"labels.{k}", f"expected 0, 1 or 2, got {v!r}")
+        desc = d.get("concept_description", "")
+        if not isinstance(desc, str):
+            bad("concept_description", f"expected a string, got {desc!r}")
+        items.append(LabelItem(d["prompt"], d["response"], d["concept"],
+                               {k: int(v) for k, v in labels.items() if v is not None}, desc, no,
+                               {k: v for k, v in d.items() if k not in ("prompt", "response", "concept", "labels")}))
+    if not items:
+        raise LabelError(f"{p}: no labelled items")
+    return items
+
+
+def concept_info(name: str, description: str = ""):
+    """ConceptInfo for a label's concept; keywords from the built-in concept of that name (or its singular)."""
+    from steeropt.evaluation.objectives.tier1 import ConceptInfo
+    from steeropt.specs.concepts import builtin_concepts, load_concept
+
+    known = builtin_concepts()
+    for ref in (name, name.rstrip("s")):
+        if ref in known:
+            c = load_concept(ref)
+            return ConceptInfo(name, description or c.description, list(c.keywords))
+    return ConceptInfo(name, description or name)
+
+
+def item_samples(lm, items: list[LabelItem]):
+    """Samples as a study's generator makes them: rendered prompt ids, response ids + EOS (a finished answer)."""
+    from steeropt.types import Sample
+
+    tok = lm.tokenizer
+    out = []
+    for it in items:
+        ids = tok(it.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        out.append(Sample(prompt=it.prompt, family=it.concept, prompt_ids=tok(lm.render(it.prompt), add_special_tokens=False)["input_ids"],
+                          token_ids=ids, text=it.response, logprobs=[], finished=True, candidate=0, seed=0))
+    return out
+
+
+def baseline_for(lm, items: list[LabelItem], decoding=None):
+    """The model's own unsteered answers to the labelled prompts: the reference of the drift / proxy metrics."""
+    from steeropt.engine.generation import Decoding, Generator
+    from steeropt.types import InterventionPlan
+
+    prompts = sorted({it.prompt for it in items})
+    return Generator(lm).run([("baseline", p) for p in prompts], [InterventionPlan([], [])], decoding or Decoding(), seed=0)
+
+
+def score_items(lm, spec, items: list[LabelItem], judge=None, *, baseline=None, judge_all: bool = False) -> list[dict]:
+    """One ObjectiveStack record per item, in order (one stack per concept: keywords and judge text differ).
+
+    judge_all: judge filtered items too (an audit share of 1) so raw judge scores exist for every item.
+    """
+    from steeropt.evaluation.objectives import ObjectiveStack
+    from steeropt.types import InterventionPlan
+
+    if judge_all and spec.gates:
+        spec = spec.model_copy(update={"audit": spec.audit.model_copy(update={"share": 1.0})})
+    baseline = baseline_for(lm, items) if baseline is None else baseline
+    samples = item_samples(lm, items)
+    recs: list[dict | None] = [None] * len(items)
+    for name in sorted({it.concept for it in items}):
+        idx = [i for i, it in enumerate(items) if it.concept == name]
+        desc = next((items[i].concept_description for i in idx if items[i].concept_description), "")
+        stack = ObjectiveStack(spec, lm, judge, concept_info(name, desc))
+        [res] = stack.evaluate([samples[i] for i in idx], [InterventionPlan([], [])], baseline=baseline)
+        for i, r in zip(idx, res.samples):
+            recs[i] = r
+    return recs  # type: ignore[return-value]
+
+
+def axis_score_names(spec) -> dict[str, str | None]:
+    """axis -> the objective's score name for it (None: the objective has no score for that axis)."""
+    return {a: next((n for n in names if n in spec.scores), None) for a, names in AXIS_SCORES.items()}
+
+
+def spearman_ci(x: list[float], y: list[float], *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Spearman rho with a paired percentile bootstrap 95% interval; None where undefined (n < 3, constant)."""
+    from scipy.stats import bootstrap, spearmanr
+
+    n = len(x)
+    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"spearman": None, "ci": None, "n": n}
+    rho = float(spearmanr(x, y).statistic)
+
+    def stat(a, b):
+        r = spearmanr(a, b).statistic
+        return 0.0 if np.isnan(r) else r  # a resample with a constant side carries no rank information
+
+    ci = bootstrap((np.asarray(x, float), np.asarray(y, float)), stat, paired=True, vectorized=False,
+                   n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+    return {"spearman": rho, "ci": [float(ci.low), float(ci.high)], "n": n}
+
+
+def _pairs(values: list, items: list[LabelItem], label: str, sign: float = 1.0) -> tuple[list, list]:
+    xs, ys = [], []
+    for v, it in zip(values, items):
+        if v is not None and label in it.labels and np.isfinite(v):
+            xs.append(sign * float(v))
+            ys.append(it.labels[label])
+    return xs, ys
+
+
+def gate_figures(gates, metrics: list[dict], items: list[LabelItem]) -> dict:
+    """Per gate (and all gates together): precision and recall for "broken" (coherency label 0)."""
+    from steeropt.evaluation.objectives.gates import gate_reasons
+
+    out = {}
+    groups = [(f"{g.metric}{g.op}{g.value:g}", [g]) for g in gates] + ([("any", list(gates))] if len(gates) > 1 else [])
+    for name, gs in groups:
+        fired = [bool(gate_reasons(m, gs)) for m in metrics]
+        lab = [(f, it.labels["coherency"] == 0) for f, it in zip(fired, items) if "coherency" in it.labels]
+        tp = sum(f and b for f, b in lab)
+        fp = sum(f and not b for f, b in lab)
+        fn = sum(b and not f for f, b in lab)
+        out[name] = {"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+                     "fired": tp + fp, "broken": tp + fn, "n": len(lab)}
+    return out
+
+
+def check_report(spec, items: list[LabelItem], recs: list[dict]) -> dict:
+    names = axis_score_names(spec)
+    axes = {}
+    for axis in AXES:
+        name = names[axis]
+        if name is None:
+            axes[axis] = {"absent": True, "spearman": None, "ci": None, "n": 0}
+            continue
+        x, y = _pairs([r["scores"].get(name) for r in recs], items, LABEL_OF_AXIS[axis])
+        axes[axis] = {"score": name, "source": spec.scores[name].model_dump(exclude_none=True), **spearman_ci(x, y)}
+    cheap = {}
+    for axis, feats in CHEAP.items():
+        for metric, sign in feats:
+            x, y = _pairs([r["metrics"].get(metric) for r in recs], items, LABEL_OF_AXIS[axis], sign)
+            cheap[f"{'-' if sign < 0 else ''}{metric}"] = {"axis": axis, **spearman_ci(x, y)}
+    return {"objective": spec.name, "judge": spec.judge, "n_items": len(items), "axes": axes,
+            "gates": gate_figures(spec.gates, [r["metrics"] for r in recs], items), "cheap": cheap,
+            "filtered": sum(r["filtered"] for r in recs),
+            "missing": sum(bool(r["missing"]) for r in recs)}

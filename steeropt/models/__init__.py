@@ -1,7 +1,0 @@
-"""Model loading and architecture adapters."""
-from steeropt.models.adapters import SUPPORTED_ARCHS, ArchAdapter
-from steeropt.models.info import ModelInfo, describe
-from steeropt.models.loading import EMBEDDED_NAME, LoadedModel, cache_dir, embedded_gguf_path, load_model
-
-__all__ = ["ArchAdapter", "SUPPORTED_ARCHS", "ModelInfo", "describe", "EMBEDDED_NAME", "LoadedModel",
-           "cache_dir", "embedded_gguf_path", "load_model"]

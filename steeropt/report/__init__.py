@@ -1,0 +1,1 @@
+"""Report: Pareto fronts and hypervolume, analysis, controller comparison, pick, steering profiles."""

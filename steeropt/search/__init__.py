@@ -1,0 +1,1 @@
+"""Search: α spaces (sites, kernels, dose units) and optimizers over Optuna storage."""
