@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", help="write figures here too")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    os.environ.setdefault("STEEROPT_NUM_THREADS", str(os.cpu_count() or 1))  # load_model applies it
     lm = load_model()
     c = load_concept("wedding")
     vs = VectorSet()

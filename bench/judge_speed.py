@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--judge", default="local-qwen1.5b")
     ap.add_argument("--model", help="override the spec's model ref")
     ap.add_argument("--rubrics", default="concept_yn,fluency_yn,relevance_yn")
-    ap.add_argument("--n", type=int, default=40, help="labelled items to use (default all 40)")
+    ap.add_argument("--n", type=int, default=40, help="labelled items to use, evenly spaced (default all 40)")
     ap.add_argument("--batch-size", type=int, help="override the spec's batch_size for the fast path")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     args = ap.parse_args(argv)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model {lm.name} loaded in {time.perf_counter() - t0:.1f} s (cached weights: {lm.from_cache}); "
           f"torch threads {torch.get_num_threads()}")
     rows = [json.loads(x) for x in (HERE / "judge_quality" / "labelled.jsonl").read_text().splitlines() if x.strip()]
-    rows = rows[:args.n]
+    rows = rows[::max(1, len(rows) // args.n)][:args.n]  # spread over the kinds (the file is grouped by kind)
     rubrics = [r for r in args.rubrics.split(",") if r]
     reqs = [JudgeRequest(rb, r["prompt"], r["response"], r["concept"]) for rb in rubrics for r in rows]
 

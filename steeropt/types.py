@@ -20,12 +20,28 @@ class Site:
 
 @dataclass
 class InterventionPlan:
-    """One candidate setting: a strength per site, in normalised units (see interventions.py)."""
+    """One candidate setting: a strength per site, in normalised units (see interventions.py).
+
+    "Off" is not α = 0: clamp at α = 0 sets the projection to 0 (an ablation). A site is off only when it
+    is inactive (`active[i]` False): the hooks skip it and the model is untouched there. `active` None
+    means every site is active."""
 
     sites: list[Site]
     alphas: list[float]
     params: dict = field(default_factory=dict)  # the optimizer parameters this plan came from
     decoding: dict = field(default_factory=dict)  # per-candidate decoding overrides (temperature, ...)
+    active: list[bool] | None = None  # per site; None = all active
+
+    def is_active(self, i: int) -> bool:
+        return self.active is None or bool(self.active[i])
+
+    def changes_model(self, i: int) -> bool:
+        """Whether site i steers at all: active, and α != 0 unless the controller acts at α = 0 (clamp)."""
+        return self.is_active(i) and (self.sites[i].controller == "clamp" or abs(float(self.alphas[i])) > 1e-12)
+
+    def steered_sites(self) -> list[int]:
+        """Indices of the sites that change the model (the plan's dose in sites)."""
+        return [i for i in range(len(self.sites)) if self.changes_model(i)]
 
 
 @dataclass

@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+
+from steeropt.engine.threads import configure_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+configure_threads()  # the same rule as the package: $STEEROPT_NUM_THREADS, else min(2, cores)
 
 
 @pytest.fixture(scope="session")

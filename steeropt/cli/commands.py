@@ -65,15 +65,15 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
     study = Study.from_spec(spec, track=track)
     with console.status(f"setting up study '{study.spec.name}' (model, vectors, judge, storage)"):
         study.setup()
-    done0 = len(study.finished_trials())
     target = study.spec.budget.trials
     status = "FAILED"
     try:
         with Progress(*_progress_columns(), console=console) as bar:
-            task = bar.add_task(f"{study.spec.name} trials", total=target, completed=done0, info="")
+            # the budget's count (runner.ledger): a stale trial re-queued as another one is not counted twice
+            task = bar.add_task(f"{study.spec.name} trials", total=target, completed=study.progress.done, info="")
 
             def update(p):
-                bar.update(task, completed=min(len(study.finished_trials()), target),
+                bar.update(task, completed=min(p.done, target),
                            info=f"judge calls {p.judge_calls} | front {p.front_size} | HV {p.hypervolume:.3f}")
 
             df = study.run(n_trials=trials, callback=update, worker=worker)
@@ -127,6 +127,7 @@ def status(spec: str = typer.Argument(..., help="study name or file")):
     import optuna
     from rich.table import Table
 
+    from steeropt.runner.ledger import count
     from steeropt.specs import build
 
     st = build("study", spec)
@@ -145,7 +146,9 @@ def status(spec: str = typer.Argument(..., help="study name or file")):
     for k, v in sorted(counts.items()):
         table.add_row(k, str(v))
     out.print(table)
-    out.print(f"budget: {st.budget.trials} trials; finished {counts.get('COMPLETE', 0) + counts.get('FAIL', 0)}")
+    c = count(trials)  # the budget's count: a stale trial re-queued as another one is not counted
+    out.print(f"budget: {st.budget.trials} trials; finished {c.done}, running {c.running}"
+              + (f"; {c.requeued} stale trial(s) re-queued, not counted" if c.requeued else ""))
 
 
 @app.command()

@@ -10,11 +10,12 @@ What α means (normalised unit, the default everywhere; `raw_alphas` gives the r
 - head_add: o_in[h] + α·m_h·v̂_h for each chosen head h, at the input of the attention output projection
             (m_h = mean norm of head h's output on neutral text).
 
-Each row r of the batch follows plan `row_plan[r]`; a site absent from a plan leaves that row untouched.
+Each row r of the batch follows plan `row_plan[r]`; a site absent from a plan, or inactive in it
+(`plan.active[i]` False), leaves that row untouched.
 The hooks are a few tensor ops per call (add with all positions: one `+`); per-row tensors are built once
 per context, not per call. Positions: "prompt" steers prompt tokens only, "generated" only tokens produced
 by generation, "all" both; a pre-hook on the base model tracks absolute positions (KV cache offset), and
-rows are left-padded so the prompt ends at the same column for every row.
+rows are left-padded so the prompt ends at the same column for every row. Pad tokens are never steered.
 Device: each op's tensors are built on the device and dtype of the module it hooks (the hidden states it
 sees), so a model on CUDA, or split over devices, is steered without copies per call.
 """
@@ -39,34 +40,43 @@ class _Op:
 
 
 class _Positions:
-    """Absolute position of the current forward call: offset = tokens already in the KV cache."""
+    """Where the current forward call sits: offset = tokens already in the KV cache; `real` marks the call's
+    non-pad tokens ([B, T, 1] bool, None when the call has no padding). Pads are never steered."""
 
     def __init__(self, prompt_len: int | None, *, auto: bool = False):
         # auto: take the prompt width from each generation's first call (profiles: no known prompt_len)
         self.prompt_len, self.offset, self.width, self.auto = prompt_len, 0, 0, auto
+        self.real: torch.Tensor | None = None
 
     def pre_hook(self, _module, args, kwargs):
         ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
         if ids is None and args:
             ids = args[0]
-        cache = kwargs.get("past_key_values")
+        # the KV cache kwarg is `past_key_values` up to transformers 4.x, `cache` in 5.x
+        cache = kwargs.get("past_key_values") if kwargs.get("past_key_values") is not None else kwargs.get("cache")
         self.offset = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
         self.width = ids.shape[1]
         if self.auto and self.offset == 0:
             self.prompt_len = self.width  # the first call of a generation is the (left-padded) prompt
+        am, lo, hi = kwargs.get("attention_mask"), self.offset, self.offset + self.width
+        self.real = None
+        if isinstance(am, torch.Tensor) and am.dim() == 2 and am.shape[1] >= hi:
+            cols = am[:, lo:hi].bool()
+            if not bool(cols.all()):  # only a left-padded prompt call has pads
+                self.real = cols.unsqueeze(-1)
 
     def mask(self, positions: str, device=None):
-        """None = steer every position of this call, False = none, else a bool tensor [1, T, 1]."""
-        if positions == "all":
-            return None
+        """None = steer every position of this call, False = none, else a bool tensor [1 or B, T, 1]."""
         p, lo, hi = self.prompt_len, self.offset, self.offset + self.width
-        if positions == "prompt":
-            return None if hi <= p else (False if lo >= p else (self._cols(lo, hi, device) < p).view(1, -1, 1))
-        return None if lo >= p else (False if hi <= p else (self._cols(lo, hi, device) >= p).view(1, -1, 1))
-
-    @staticmethod
-    def _cols(lo: int, hi: int, device) -> torch.Tensor:
-        return torch.arange(lo, hi, device=device)
+        keep = None
+        if positions == "prompt" and hi > p:
+            keep = False if lo >= p else torch.arange(lo, hi, device=device).view(1, -1, 1) < p
+        elif positions == "generated" and lo < p:
+            keep = False if hi <= p else torch.arange(lo, hi, device=device).view(1, -1, 1) >= p
+        if self.real is None or keep is False:
+            return keep
+        real = self.real.to(device)
+        return real if keep is None else keep & real
 
 
 def validate_plans(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]) -> None:
@@ -74,6 +84,8 @@ def validate_plans(lm: LoadedModel, vectors: VectorSet, plans: Sequence[Interven
     for i, plan in enumerate(plans):
         if len(plan.alphas) != len(plan.sites):
             raise InterventionError(f"plan {i}: {len(plan.alphas)} strengths for {len(plan.sites)} sites")
+        if plan.active is not None and len(plan.active) != len(plan.sites):
+            raise InterventionError(f"plan {i}: {len(plan.active)} active flags for {len(plan.sites)} sites")
         for site, alpha in zip(plan.sites, plan.alphas):
             a = torch.tensor(float(alpha))
             if not torch.isfinite(a):
@@ -172,8 +184,9 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
     for site in sites:
         alpha, active = torch.zeros(n_rows), torch.zeros(n_rows)
         for r, p in enumerate(row_plan):
-            if site in plans[p].sites:
-                alpha[r] = float(plans[p].alphas[plans[p].sites.index(site)])
+            i = plans[p].sites.index(site) if site in plans[p].sites else None
+            if i is not None and plans[p].is_active(i):  # an inactive site is skipped (clamp at α=0 is not)
+                alpha[r] = float(plans[p].alphas[i])
                 active[r] = 1.0
         if not active.any():
             continue

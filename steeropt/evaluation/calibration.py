@@ -127,3 +127,74 @@ def load(path: str | Path, axis: str) -> Calibrator:
         raise SteeroptError(f"{p}: no calibrated axis '{axis}' (missing key {e}); write it with `steeropt judge calibrate`") from None
     except (yaml.YAMLError, TypeError, ValueError) as e:
         raise SteeroptError(f"{p}: not a calibration file: {e}") from None
+
+
+def feature_rows(spec, axis: str, score_name: str | None, recs: list[dict]) -> tuple[dict | None, list[dict]]:
+    """(raw score source, one feature dict per record). The raw score is the judge's own score for every item
+    (score_items(judge_all=True)), not the floor a gate gives a filtered item: the gates are cheap features."""
+    src = spec.scores[score_name] if score_name else None
+    source = {"rubric": src.rubric} if src is not None and src.rubric else ({"metric": src.metric} if src is not None and src.metric else None)
+    rows = []
+    for r in recs:
+        raw = None
+        if source and "rubric" in source:
+            raw = (r["judge"].get(score_name) or {}).get("score")
+        elif source:
+            raw = r["metrics"].get(source["metric"])
+        rows.append({**r["metrics"], "score": raw})
+    return source, rows
+
+
+def calibrate(spec, items, recs, test_items=None, test_recs=None) -> tuple[dict[str, Calibrator], dict]:
+    """Fit each axis on all of (items, recs); report agreement ONLY out of fold.
+
+    Without a test set: leave-one-concept-out (each concept predicted by a map fitted on the others).
+    With one: fitted on all the calibration items, reported on the test items.
+    Returns (calibrators fitted on everything, report). The training fit is never reported.
+    """
+    from steeropt.evaluation.validation import axis_score_names, spearman_ci
+
+    names = axis_score_names(spec)
+    cals, report = {}, {"method": "held-out file" if test_items else "leave-one-concept-out", "axes": {}}
+    for axis in AXES:
+        lab = LABEL_OF_AXIS[axis]
+        source, rows = feature_rows(spec, axis, names[axis], recs)
+        keep = [i for i, it in enumerate(items) if lab in it.labels]
+        if len({items[i].labels[lab] for i in keep}) < 2:
+            report["axes"][axis] = {"absent": True, "reason": f"fewer than 2 distinct '{lab}' labels", "spearman": None, "ci": None, "n": len(keep)}
+            continue
+        X = [rows[i] for i in keep]
+        y = [items[i].labels[lab] for i in keep]
+        cals[axis] = fit(axis, source, X, y)
+        entry: dict = {"source": source, "features": [n for n, _ in cals[axis].features]}
+        if test_items is not None:
+            _, trows = feature_rows(spec, axis, names[axis], test_recs)
+            tk = [i for i, it in enumerate(test_items) if lab in it.labels]
+            pred = cals[axis].predict([trows[i] for i in tk])
+            ty = [test_items[i].labels[lab] for i in tk]
+            pairs = [(p, t) for p, t in zip(pred, ty) if p is not None]
+            entry.update(spearman_ci([p for p, _ in pairs], [t for _, t in pairs]))
+            entry["predictions"] = {str(test_items[i].line): p for i, p in zip(tk, pred)}
+        else:
+            concepts = sorted({items[i].concept for i in keep})
+            if len(concepts) < 2:
+                raise SteeroptError(f"axis '{axis}': leave-one-concept-out needs labels of 2+ concepts, got {concepts}; "
+                                    "give a held-out file with --test")
+            oof: dict[int, float | None] = {}
+            folds = {}
+            for c in concepts:
+                tr = [j for j, i in enumerate(keep) if items[i].concept != c]
+                te = [j for j, i in enumerate(keep) if items[i].concept == c]
+                if len({y[j] for j in tr}) < 2:
+                    continue  # nothing to learn from the other concepts
+                m = fit(axis, source, [X[j] for j in tr], [y[j] for j in tr])
+                p = m.predict([X[j] for j in te])
+                oof.update(zip(te, p))
+                ok = [(a, y[j]) for a, j in zip(p, te) if a is not None]
+                folds[c] = spearman_ci([a for a, _ in ok], [b for _, b in ok], n_resamples=200)
+            js = [j for j in sorted(oof) if oof[j] is not None]
+            entry.update(spearman_ci([oof[j] for j in js], [y[j] for j in js]))
+            entry["folds"] = folds
+            entry["predictions"] = {str(items[keep[j]].line): oof[j] for j in sorted(oof)}
+        report["axes"][axis] = entry
+    return cals, report

@@ -13,6 +13,8 @@ Label file: one JSON object per line
 from __future__ import annotations
 
 import json
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,15 +104,18 @@ def concept_info(name: str, description: str = ""):
 
 
 def item_samples(lm, items: list[LabelItem]):
-    """Samples as a study's generator makes them: rendered prompt ids, response ids + EOS (a finished answer)."""
+    """Samples as a study's generator makes them: rendered prompt ids and response ids. Labelled responses
+    are real outputs cut at a token limit, so a sample is unfinished (no EOS, a tail loop counts as
+    degenerate) unless the item says "finished": true (then EOS is appended, as generation keeps it)."""
     from steeropt.types import Sample
 
     tok = lm.tokenizer
     out = []
     for it in items:
-        ids = tok(it.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        finished = it.extra.get("finished") is True
+        ids = tok(it.response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if finished else [])
         out.append(Sample(prompt=it.prompt, family=it.concept, prompt_ids=tok(lm.render(it.prompt), add_special_tokens=False)["input_ids"],
-                          token_ids=ids, text=it.response, logprobs=[], finished=True, candidate=0, seed=0))
+                          token_ids=ids, text=it.response, logprobs=[], finished=finished, candidate=0, seed=0))
     return out
 
 
@@ -161,7 +166,9 @@ def spearman_ci(x: list[float], y: list[float], *, n_resamples: int = 1000, seed
     rho = float(spearmanr(x, y).statistic)
 
     def stat(a, b):
-        r = spearmanr(a, b).statistic
+        with warnings.catch_warnings():  # resamples with a constant side are expected on small sets
+            warnings.simplefilter("ignore")
+            r = spearmanr(a, b).statistic
         return 0.0 if np.isnan(r) else r  # a resample with a constant side carries no rank information
 
     ci = bootstrap((np.asarray(x, float), np.asarray(y, float)), stat, paired=True, vectorized=False,
@@ -213,4 +220,25 @@ def check_report(spec, items: list[LabelItem], recs: list[dict]) -> dict:
     return {"objective": spec.name, "judge": spec.judge, "n_items": len(items), "axes": axes,
             "gates": gate_figures(spec.gates, [r["metrics"] for r in recs], items), "cheap": cheap,
             "filtered": sum(r["filtered"] for r in recs),
-            "missing": sum(bool(r["missing"]) for r in recs)}
+            "missing": sum(bool(r["missing"]) for r in recs),
+            "missing_reasons": dict(Counter(x for r in recs for x in r["missing"].values()))}
+
+
+def choose_threshold(values: list[float | None], broken: list[bool], op: str, min_precision: float = 0.9):
+    """The gate threshold with the most recall at precision >= min_precision for "broken" (None if none).
+
+    Candidates are midpoints between observed values; a sample whose metric is missing never fires."""
+    from steeropt.evaluation.objectives.config import compare
+
+    xs = sorted({float(v) for v in values if v is not None})
+    best = None
+    for t in [(a + b) / 2 for a, b in zip(xs, xs[1:])]:
+        fired = [v is not None and compare(float(v), op, t) for v in values]
+        tp = sum(f and b for f, b in zip(fired, broken))
+        fp = sum(f and not b for f, b in zip(fired, broken))
+        if tp == 0 or tp / (tp + fp) < min_precision:
+            continue
+        rec = tp / max(1, sum(broken))
+        if best is None or rec > best[1]:
+            best = (t, rec)
+    return None if best is None else best[0]

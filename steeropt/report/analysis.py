@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from steeropt.report.pareto import hypervolume, non_dominated
+from steeropt.report.pareto import TrialPoint, hypervolume_curve, non_dominated
 
 
 def _complete(df: pd.DataFrame, objectives) -> pd.DataFrame:
@@ -28,15 +28,16 @@ def pareto_front(df: pd.DataFrame, objectives) -> pd.DataFrame:
 
 
 def hypervolume_by_trial(df: pd.DataFrame, objectives, reference) -> list[tuple[int, float]]:
+    """(trial number, hypervolume of the complete, feasible trials up to it): pareto.hypervolume_curve on a
+    trials DataFrame."""
+    if df.empty:
+        return []
     names, dirs = [n for n, _ in objectives], [d for _, d in objectives]
-    out = []
-    done = _complete(df, objectives).sort_values("number")
-    for k in range(len(done)):
-        part = done.iloc[:k + 1]
-        part = part[[f is not False for f in part["feasible"]]] if "feasible" in part else part
-        hv = hypervolume(part[names].to_numpy(float), reference, dirs) if len(part) else 0.0
-        out.append((int(done.iloc[k]["number"]), hv))
-    return out
+    ok = _complete(df, objectives).index
+    feasible = df["feasible"].tolist() if "feasible" in df else [None] * len(df)
+    pts = [TrialPoint(int(r["number"]), [float(r[n]) for n in names] if i in ok else None, f is not False)
+           for (i, r), f in zip(df.iterrows(), feasible)]
+    return hypervolume_curve(pts, ref_point=reference, directions=dirs)
 
 
 def plot_fronts(fronts: dict[str, pd.DataFrame], objectives, path_png: Path, path_html: Path | None = None,

@@ -12,10 +12,15 @@ Rules:
 - studies that differ in model, concept, prompts (the selection prompts every trial is scored on),
   decoding, objective or judge are refused (``ComparisonError`` names every difference) unless
   ``force=True``; differences in budget, optimizer or seed are only reported as notes.
-- hypervolume uses a fixed reference (the worst end of each [0, 1] objective, as ``Study`` does) over
-  the complete, feasible trials, so it is comparable across studies.
+- hypervolume uses one reference for all compared studies (``report.pareto.objective_reference``, as
+  ``Study`` does): the worst end of a bounded objective (0 / 1 for a [0, 1] score), else the worst value
+  over all the studies' complete, feasible trials pushed out by 10% of their range; so it is comparable
+  across the studies compared together.
 - the hypervolume band is a bootstrap over the trials' own uncertainty: each draw replaces every trial's
-  objective values by a normal draw matching its recorded 95% bootstrap interval (clipped to [0, 1]) and
+  objective values by a draw matching its recorded 95% interval (Wilson / t / BCa, see
+  ``evaluation.objectives.aggregate.mean_ci``: a split normal whose sides reach the two interval ends;
+  a value recorded without an interval is treated as unknown over its known range), clipped to the objective's known
+  range ([0, 1] for a score, see ``report.pareto.value_bounds``), and
   recomputes the front; the band is the 2.5-97.5 percentiles of the draws. The plotted front band is the
   region between the front of the trials' lower bounds and the front of their upper bounds.
 - "best concept at coherency >= tau": the largest concept value over trials whose coherency (point
@@ -155,9 +160,14 @@ def differences(studies: list[StudyData]) -> tuple[list[str], list[str]]:
 
 
 # ---- numbers --------------------------------------------------------------------------------------
-def reference_for(objectives) -> list[float]:
-    """The fixed reference Study uses: the worst end of a [0, 1] score."""
-    return [0.0 if d == "maximize" else 1.0 for _, d in objectives]
+def reference_for(objectives, *, unit=(), frames=()) -> list[float]:
+    """The hypervolume reference Study uses (report.pareto.objective_reference): the worst end of a bounded
+    objective, else derived from the complete, feasible trials of all `frames` together."""
+    from steeropt.report.pareto import objective_reference
+
+    names = [n for n, _ in objectives]
+    pts = [f[names].to_numpy(float) for f in (_usable(df, objectives) for df in frames) if not f.empty]
+    return objective_reference(objectives, unit=unit, points=np.vstack(pts) if pts else np.zeros((0, len(names))))
 
 
 def _usable(df: pd.DataFrame, objectives) -> pd.DataFrame:
@@ -170,36 +180,48 @@ def _usable(df: pd.DataFrame, objectives) -> pd.DataFrame:
     return df[ok]
 
 
-def front_hypervolume(df: pd.DataFrame, objectives, reference=None) -> float:
-    """Hypervolume of the complete, feasible trials of `df` against a fixed reference."""
+def front_hypervolume(df: pd.DataFrame, objectives, reference=None, *, unit=()) -> float:
+    """Hypervolume of the complete, feasible trials of `df` (reference: `reference_for` this df alone)."""
     from steeropt.report.pareto import hypervolume
 
     pts = _usable(df, objectives)
     if pts.empty:
         return 0.0
-    ref = reference if reference is not None else reference_for(objectives)
+    ref = reference if reference is not None else reference_for(objectives, unit=unit, frames=[df])
     return hypervolume(pts[[n for n, _ in objectives]].to_numpy(float), ref, [d for _, d in objectives])
 
 
 def hypervolume_band(df: pd.DataFrame, objectives, reference=None, *, n: int = 400, level: float = 0.95,
-                     seed: int = 0) -> tuple[float, float] | None:
-    """Bootstrap band of the hypervolume over the trials' recorded uncertainty (see module docstring)."""
-    from steeropt.report.pareto import hypervolume
+                     seed: int = 0, unit=()) -> tuple[float, float] | None:
+    """Bootstrap band of the hypervolume over the trials' recorded uncertainty (see module docstring).
+    `unit`: the objectives known to lie in [0, 1] (the objective's scores)."""
+    from steeropt.report.pareto import hypervolume, value_bounds
 
     pts = _usable(df, objectives)
     if pts.empty:
         return None
     names, dirs = [o for o, _ in objectives], [d for _, d in objectives]
-    ref = reference if reference is not None else reference_for(objectives)
+    ref = reference if reference is not None else reference_for(objectives, unit=unit, frames=[df])
+    lo_b, hi_b = np.array(value_bounds(names, unit)).T  # draws stay inside each objective's known range
     mu = pts[names].to_numpy(float)
-    sd = np.zeros_like(mu)
+    # Each end of the interval sets the spread on its side (Wilson intervals near 0 or 1 are lopsided).
+    # A value without an interval (one sample) is unknown: spread over half its known range ([0, 1] for a
+    # score), or over the trials' spread of that objective when the range is unbounded.
+    width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.ptp(mu, axis=0))
+    below, above = np.tile(width / 2, (len(mu), 1)), np.tile(width / 2, (len(mu), 1))
+    z = 1.959964  # recorded intervals are 95%
     for j, name in enumerate(names):
         lo, hi = pts.get(f"{name}.ci_low"), pts.get(f"{name}.ci_high")
         if lo is not None and hi is not None:
-            width = (hi.astype(float) - lo.astype(float)).fillna(0).to_numpy()
-            sd[:, j] = width / (2 * 1.959964)
+            lo, hi = lo.astype(float).to_numpy(), hi.astype(float).to_numpy()
+            known = ~(np.isnan(lo) | np.isnan(hi))
+            below[known, j] = np.maximum(mu[known, j] - lo[known], 0.0) / z
+            above[known, j] = np.maximum(hi[known] - mu[known, j], 0.0) / z
     rng = np.random.default_rng(seed)
-    draws = [hypervolume(np.clip(mu + rng.standard_normal(mu.shape) * sd, 0.0, 1.0), ref, dirs) for _ in range(n)]
+    draws = []
+    for _ in range(n):
+        e = rng.standard_normal(mu.shape)
+        draws.append(hypervolume(np.clip(mu + e * np.where(e < 0, below, above), lo_b, hi_b), ref, dirs))
     a = (1 - level) / 2
     return float(np.quantile(draws, a)), float(np.quantile(draws, 1 - a))
 
@@ -283,12 +305,15 @@ def compare(refs, *, force: bool = False, taus=DEFAULT_TAUS, out_dir: str | Path
     if any([n for n, _ in s.objectives] != [n for n, _ in objectives] for s in studies):
         raise ComparisonError("the studies optimise different objectives: "
                               + "; ".join(f"{s.name}: {[n for n, _ in s.objectives]}" for s in studies))
-    ref_pt = reference_for(objectives)
+    from steeropt.report.pareto import unit_scores
+
+    unit = unit_scores(studies[0].objective)
+    ref_pt = reference_for(objectives, unit=unit, frames=[s.trials for s in studies])  # one for all studies
     rows = []
     for s in studies:
         df = s.trials
         done = df[df["state"] == "COMPLETE"] if not df.empty else df
-        band = hypervolume_band(df, objectives, ref_pt, n=n_boot)
+        band = hypervolume_band(df, objectives, ref_pt, n=n_boot, unit=unit)
         from steeropt.report.analysis import pareto_front
 
         row = {"study": s.name, "controller": "+".join(s.controllers), "trials": len(df), "complete": len(done),

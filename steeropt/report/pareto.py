@@ -1,7 +1,10 @@
 """Pareto fronts and hypervolume, for any mix of maximised and minimised objectives.
 
 Points are `n x m` (n candidates, m objectives); `directions` has m entries "maximize"/"minimize".
-Internally everything is turned into minimisation (maximised columns negated).
+Internally everything is turned into minimisation (maximised columns negated). The hypervolume reference
+comes from `objective_reference` (one rule for Study, compare and the benchmark). A study's own Pareto set
+is Optuna's `study.best_trials` (see optimizers.base); `non_dominated` is for value arrays that are not an
+Optuna study (a trials DataFrame, bootstrap draws, interval bounds).
 
     >>> non_dominated([[1, 1], [2, 0], [0, 0]], ["maximize", "maximize"])
     [0, 1]
@@ -10,6 +13,7 @@ Internally everything is turned into minimisation (maximised columns negated).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,26 +69,30 @@ def non_dominated(points: Any, directions: Sequence[str], feasible: Sequence[boo
 
 
 def hypervolume(points: Any, ref_point: Sequence[float], directions: Sequence[str]) -> float:
-    """Volume dominated by `points` and bounded by `ref_point` (given in the objectives' own units).
-    Points not strictly better than the reference in every objective add nothing.
-    Exact sweep for 1-2 objectives, botorch's exact `Hypervolume` for more."""
+    """Volume dominated by `points` and bounded by `ref_point` (given in the objectives' own units; see
+    `objective_reference`). Points not strictly better than the reference in every objective add nothing.
+    Exact for any number of objectives (slicing along the last one; fine for the fronts of a study)."""
+    ref_point = [float(r) for r in ref_point]
+    if not all(math.isfinite(r) for r in ref_point):
+        raise SteeroptError(f"hypervolume reference {ref_point} is not finite (no trial to derive it from?)")
     y = _as_min(points, directions)
-    ref = _as_min([list(ref_point)], directions)[0]
+    ref = _as_min([ref_point], directions)[0]
     y = y[(y < ref).all(1)] if len(y) else y
-    if len(y) == 0:
-        return 0.0
-    y = y[non_dominated(y, ["minimize"] * y.shape[1])]
+    return _hv(y, ref) if len(y) else 0.0
+
+
+def _hv(y: np.ndarray, ref: np.ndarray) -> float:
+    """Minimisation, every row strictly better than ref: sum of slabs between consecutive last-objective values."""
     if y.shape[1] == 1:
         return float(ref[0] - y[:, 0].min())
-    if y.shape[1] == 2:
-        y = y[np.argsort(y[:, 0])]  # x ascending -> y descending on a front
-        x_next = np.append(y[1:, 0], ref[0])
-        return float(((x_next - y[:, 0]) * (ref[1] - y[:, 1])).sum())
-    import torch
-    from botorch.utils.multi_objective.hypervolume import Hypervolume
-
-    hv = Hypervolume(ref_point=-torch.as_tensor(ref, dtype=torch.float64))  # botorch maximises
-    return float(hv.compute(-torch.as_tensor(y, dtype=torch.float64)))
+    y = y[np.argsort(y[:, -1], kind="stable")]
+    total = 0.0
+    for i in range(len(y)):
+        top = y[i + 1, -1] if i + 1 < len(y) else ref[-1]
+        if top > y[i, -1]:
+            part = y[: i + 1, :-1]
+            total += (top - y[i, -1]) * _hv(part[~_dominated_by_any(part, part)], ref[:-1])
+    return total
 
 
 def hypervolume_curve(trials: Sequence[Any], *, ref_point: Sequence[float], directions: Sequence[str]
@@ -150,13 +158,59 @@ def sure_front(lower: Any, upper: Any, directions: Sequence[str], feasible: Sequ
     return _front_under(pes, opt, feasible)
 
 
-def reference_point(points: Any, directions: Sequence[str], margin: float = 0.1) -> list[float]:
-    """A default reference: each objective's worst value, pushed out by `margin` of its range (1 if flat)."""
-    y = _as_min(points, directions)
-    if len(y) == 0:
-        raise SteeroptError("reference_point needs at least one point")
-    worst, span = y.max(0), np.ptp(y, 0)
-    ref = worst + margin * np.where(span > 0, span, 1.0)
-    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    return [float(v) for v in ref * sign]
+# Values known to lie in [0, 1] besides the objective's own scores (judge rubrics and [0, 1] metrics), and
+# values known to be >= 0. Everything else (surprisal_drift, preference, utility, scalar, ...) is unbounded.
+UNIT_VALUES = ("hm", "rep_3", "rep_4", "distinct_1", "distinct_2", "keyword_hit", "keyword_rate", "degenerate",
+               "degenerate_rate", "coherency_proxy", "filtered_share", "missing_share")
+NONNEGATIVE_VALUES = ("kl", "surprisal", "n_tokens", "keyword_hits")
 
+
+def value_bounds(names: Sequence[str], unit: Sequence[str] = ()) -> list[tuple[float, float]]:
+    """Known range of each value: [0, 1] for `unit` names (the objective's scores) and UNIT_VALUES,
+    [0, inf) for NONNEGATIVE_VALUES, (-inf, inf) otherwise."""
+    unit = set(unit) | set(UNIT_VALUES)
+    return [(0.0, 1.0) if n in unit else (0.0, math.inf) if n in NONNEGATIVE_VALUES else (-math.inf, math.inf)
+            for n in names]
+
+
+def unit_scores(objective_spec) -> list[str]:
+    """The scores of an ObjectiveSpec known to lie in [0, 1]: judge rubrics, and metrics in UNIT_VALUES
+    (a score may also be e.g. `metric: kl`, which is not)."""
+    return [k for k, s in objective_spec.scores.items() if s.rubric is not None or s.metric in UNIT_VALUES]
+
+
+def objective_reference(objectives: Sequence[tuple[str, str]], *, unit: Sequence[str] = (), points: Any = None,
+                        margin: float = 0.1) -> list[float]:
+    """The hypervolume reference, one value per (name, direction) objective.
+
+    An objective whose range has a finite worst end (0 to maximise a [0, 1] score, 1 to minimise it; 0 to
+    maximise KL) uses that end: fixed, so comparable across studies. Otherwise (KL or surprisal to minimise,
+    surprisal_drift, preference, ...) it is derived from `points` (`n x m`, the trials' values): the worst
+    value pushed out by `margin` of the range (taken as 1 if flat), so no point is dropped; comparable only among
+    the points it was derived from (compare derives it from all compared studies together), and NaN while
+    there is no point (hypervolume then refuses it). A point outside an objective's known range is an error.
+    """
+    names, dirs = [n for n, _ in objectives], [d for _, d in objectives]
+    _as_min(np.zeros((0, len(dirs))), dirs)  # validates directions
+    y = None if points is None else np.asarray(points, dtype=float).reshape(-1, len(names))
+    if y is not None and not np.isfinite(y).all():
+        raise SteeroptError("points must be finite (leave failed trials out instead of filling in a value)")
+    ref = []
+    for j, ((lo, hi), name, d) in enumerate(zip(value_bounds(names, unit), names, dirs)):
+        col = y[:, j] if y is not None and len(y) else None
+        if col is not None and ((col < lo) | (col > hi)).any():
+            bad = col[(col < lo) | (col > hi)][0]
+            raise SteeroptError(f"objective {name!r}: value {bad:g} lies outside its range [{lo:g}, {hi:g}]; "
+                                "the hypervolume reference would drop it")
+        worst = lo if d == "maximize" else hi
+        if math.isfinite(worst):
+            ref.append(float(worst))
+        elif col is None:
+            if points is None:
+                raise SteeroptError(f"objective {name!r} ({d}) has no bounded worst value: pass the trials' "
+                                    "values (points) to derive its hypervolume reference, or a reference")
+            ref.append(math.nan)
+        else:
+            span = float(np.ptp(col)) or 1.0
+            ref.append(float(col.min() - margin * span if d == "maximize" else col.max() + margin * span))
+    return ref

@@ -8,10 +8,14 @@ How a family's setting is chosen (on the *selection* prompts only, from the per-
 recorded in user_attrs["families"]):
 1. eligible: trials whose family coherency meets the constraint (>= τ). Among them, the *robust* ones
    (the coherency interval's lower bound >= τ) are preferred whenever there is one: a lucky point
-   estimate does not win over a setting that meets the constraint with its uncertainty.
+   estimate does not win over a setting that meets the constraint with its uncertainty. The intervals are
+   the objective stack's (evaluation.objectives.aggregate.mean_ci: Wilson for 0/1 scores, so 4 of 4
+   coherent samples give (0.51, 1), not (1, 1)); a value recorded without an interval counts as
+   having lower bound 0 (robust only for τ <= 0).
 2. best: the highest value of the maximised objective among the preferred set.
 3. ties: every preferred trial whose value is within the best's uncertainty (>= the best's lower bound)
-   ties with it; the smallest intervention among them wins (fewest non-zero sites, then the lowest dose:
+   ties with it; the smallest intervention among them wins (fewest sites that steer — active with α != 0,
+   or any active clamp site, since clamp at α = 0 ablates — then the lowest dose:
    mean KL to the unsteered model, then the sum of |α|).
 4. sweet spot: the α range of the eligible trials whose value is >= `share` x best (default 90%).
 5. no eligible trial: status "no_deployable_setting" with the closest candidates (highest coherency).
@@ -41,7 +45,9 @@ class Candidate:
 
     @property
     def robust_for(self):
-        return lambda tau: self.coherency_ci is not None and self.coherency_ci[0] is not None and self.coherency_ci[0] >= tau
+        # an unknown interval's lower bound is the worst a [0, 1] coherency can be: robust only for τ <= 0
+        known = self.coherency_ci is not None and self.coherency_ci[0] is not None
+        return lambda tau: (self.coherency_ci[0] if known else 0.0) >= tau
 
     def brief(self) -> dict:
         return {"trial": self.trial, "params": self.params, "value": self.value, "value_ci": self.value_ci,
@@ -127,10 +133,10 @@ def family_candidates(trials, family: str, maximize: str, coherency: str, space)
         if v is None or c is None:
             continue
         plan = space.materialize(t.params)
-        alphas = [float(a) for a in plan.alphas]
+        on = plan.steered_sites()  # active sites that act: a clamp at α=0 ablates, so it counts
         out.append(Candidate(t.number, dict(t.params), float(v), _tuple(ivs.get(maximize)), float(c),
                              _tuple(ivs.get(coherency)), vals.get("kl"),
-                             sum(abs(a) > 1e-12 for a in alphas), sum(abs(a) for a in alphas)))
+                             len(on), sum(abs(float(plan.alphas[i])) for i in on)))
     return out
 
 
@@ -253,14 +259,14 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
 def profile_sites(plan, vectors, lm) -> list[dict]:
     """The sites of a chosen plan as written to a profile, with raw α measured on `lm` (a vector used at
     another layer takes that layer's scale: the llama.cpp export writes raw α · v). Zero-strength sites
-    are left out, except clamp (α = 0 erases the direction)."""
+    are left out, except clamp (α = 0 erases the direction); inactive sites (outside a tent) too."""
     from steeropt.engine.interventions import raw_alphas
 
     raws = raw_alphas(plan, vectors, lm)
     return [{"layer": s.layer, "controller": s.controller, "vector": s.vector,
              "heads": list(s.heads) if s.heads else None, "positions": s.positions,
              "alpha": float(a), "raw_alpha": float(r)}
-            for s, a, r in zip(plan.sites, plan.alphas, raws) if abs(float(a)) > 0 or s.controller == "clamp"]
+            for i, (s, a, r) in enumerate(zip(plan.sites, plan.alphas, raws)) if plan.changes_model(i)]
 
 
 def _redact(url: str) -> str:

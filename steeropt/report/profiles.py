@@ -58,7 +58,7 @@ def weights_fingerprint(model) -> str:
     for name in names[:3] + names[-3:]:
         t = params[name].detach().float().flatten()
         h.update(name.encode())
-        h.update(t[:: max(1, t.numel() // 4096)][:4096].numpy().round(5).tobytes())
+        h.update(t[:: max(1, t.numel() // 4096)][:4096].cpu().numpy().round(5).tobytes())  # .cpu(): a GPU model
     return h.hexdigest()
 
 
@@ -214,7 +214,7 @@ def export_control_vector(path, sites: list[dict], vectors, lm) -> Path:
         if layer == 0:
             raise ProfileError("llama.cpp cannot apply a control vector to layer 0 (direction.0 is rejected)")
         vec = vectors[s["vector"]]
-        d = (float(s["raw_alpha"]) * vec.vector.float()).numpy().astype(np.float32)
+        d = (float(s["raw_alpha"]) * vec.vector.float().cpu()).numpy().astype(np.float32)
         dirs[layer] = dirs.get(layer, 0) + d
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), "controlvector")
@@ -300,6 +300,7 @@ def generate(model, profile, family: str, prompts: list[str], *, max_new_tokens:
         dec = replace(dec, max_new_tokens=max_new_tokens)
     tok = lm.tokenizer
     enc = tok([lm.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = {k: v.to(lm.device) for k, v in enc.items()}  # the model may be on a GPU
     ctx = apply_profile(lm, prof, family) if steer else _null()
     with ctx, torch.no_grad():
         out = lm.model.generate(**enc, **dec.generate_kwargs(), pad_token_id=tok.pad_token_id)

@@ -1,11 +1,15 @@
 """MLflow tracking: one parent run per study, one nested run per trial, study artifacts kept current.
 
+Trials are logged from what the study storage holds (`log_stored`), so a trial told by this process, one
+failed as stale by it, and one found missing after a crash (`sync`) are logged the same way, once each.
+
 The tracking URI is MLflow's: None uses MLflow's default (``sqlite:///mlflow.db`` in the working
 directory), ``http://host:port`` a tracking server, any other URI its store. Writes go through the
 explicit ``MlflowClient`` so several studies and workers can share a process or a server.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import os
@@ -150,6 +154,37 @@ class Tracker:
                                                        for k, v in _finite_metrics(metrics).items()])
         return run.info.run_id
 
+    def log_stored(self, trial, runs_dir: Path) -> str:
+        """A finished Optuna trial (FrozenTrial) as a nested run: params and raw α, the values, counts and
+        intervals the runner stored as user attrs, state and failure reason, and its samples file if any."""
+        from steeropt.search.optimizers.base import failed_reason
+
+        ua = trial.user_attrs
+        metrics = dict(ua.get("values") or {})
+        metrics |= {f"count.{k}": v for k, v in (ua.get("counts") or {}).items() if isinstance(v, (int, float))}
+        for fam, d in (ua.get("families") or {}).items():
+            metrics |= {f"{fam}.{k}": v for k, v in (d.get("values") or {}).items()}
+        for k, iv in (ua.get("intervals") or {}).items():
+            if iv:
+                metrics |= {f"{k}.ci_low": iv[0], f"{k}.ci_high": iv[1]}
+        params = dict(trial.params) | {f"raw.{k}": v for k, v in (ua.get("raw_alphas") or {}).items()}
+        state = "COMPLETE" if trial.state.name == "COMPLETE" else "FAIL"
+        reason = failed_reason(trial)
+        tags = {"state": state, **({"failed_reason": reason} if reason else {}), "feasible": str(ua.get("feasible"))}
+        path = samples_file(runs_dir, trial.number)
+        return self.log_trial(trial.number, params, metrics, tags, path.read_text() if path.exists() else None)
+
+    def sync(self, trials, runs_dir: Path, min_age_s: float = 0.0) -> list[int]:
+        """Log the finished trials MLflow is missing (a crash between Optuna's tell and MLflow's log).
+        min_age_s: only trials finished that long ago (a live worker is still logging its recent ones)."""
+        logged = self.logged_trials()
+        cutoff = _dt.datetime.now() - _dt.timedelta(seconds=min_age_s)
+        missing = [t for t in trials if t.state.is_finished() and t.number not in logged
+                   and not (min_age_s and (t.datetime_complete or cutoff) > cutoff)]
+        for t in missing:
+            self.log_stored(t, runs_dir)
+        return [t.number for t in missing]
+
     def log_study_metrics(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
@@ -174,6 +209,11 @@ def study_runs(tracking_uri: str | None, study_name: str, experiment: str | None
     runs = client.search_runs(ids, filter_string=f"tags.`{STUDY_TAG}` = '{study_name}'", max_results=5000)
     parent = next((r for r in runs if r.data.tags.get(KIND_TAG) == "study"), None)
     return parent, [r for r in runs if r.data.tags.get(KIND_TAG) == "trial"]
+
+
+def samples_file(runs_dir: Path, number: int) -> Path:
+    """Where the runner keeps a trial's samples (JSON lines)."""
+    return Path(runs_dir) / f"trial-{number:05d}.jsonl"
 
 
 def dumps_jsonl(records: list[dict]) -> str:

@@ -13,9 +13,13 @@ normalised units (see steeropt.engine.interventions); bounds are checked when th
 
 The tent kernel (after Heretic) spends 4 parameters on a whole layer range instead of one per layer:
 α(l) = peak_alpha * (1 - (1 - floor) * |l - peak_layer| / width) for |l - peak_layer| <= width, else 0.
-So α is peak_alpha at the peak, floor * peak_alpha at distance `width`, and 0 beyond. Every layer of the
-range stays a site (α may be 0) so all candidates of one space have the same sites, which keeps one
-batched generate call over many candidates simple.
+So α is peak_alpha at the peak, floor * peak_alpha at distance `width`, and nothing beyond: every layer of
+the range stays a site, so all candidates of one space have the same sites (one batched generate call over
+many candidates stays simple), but layers outside the tent are INACTIVE sites (the hooks skip them), not
+α = 0, because clamp at α = 0 would ablate them.
+
+The unsteered point (`baseline_params`) gives every α and peak_alpha the value None, which `materialize`
+turns into inactive sites: unsteered for every controller (no α value is "off" for clamp).
 """
 from __future__ import annotations
 
@@ -132,13 +136,17 @@ class TentKernel(BaseModel):
         return {k: f"{self.prefix}_{k}" for k in ("peak_layer", "peak_alpha", "width", "floor")}
 
     def alphas(self, peak_layer: float, peak_alpha: float, width: float, floor: float) -> list[float]:
-        """α for every layer of the range (len = last - first + 1)."""
+        """α for every layer of the range (len = last - first + 1); 0.0 outside the tent (see `active`)."""
         first, last = self.layers
         out = []
         for layer in range(first, last + 1):
             d = abs(layer - peak_layer)
             out.append(float(peak_alpha * (1 - (1 - floor) * d / width)) if d <= width else 0.0)
         return out
+
+    def active(self, peak_layer: float, width: float) -> list[bool]:
+        """Which layers of the range lie inside the tent (the others are inactive sites)."""
+        return [abs(layer - peak_layer) <= width for layer in range(self.layers[0], self.layers[1] + 1)]
 
 
 class ControllerChoice(BaseModel):
@@ -222,13 +230,17 @@ class SearchSpaceSpec(BaseModel):
         return out
 
     def materialize(self, params: dict) -> InterventionPlan:
-        """The InterventionPlan for one parameter set (sites in file order, then kernel layers)."""
+        """The InterventionPlan for one parameter set (sites in file order, then kernel layers). An α or
+        peak_alpha of None makes its site(s) inactive; so do layers outside a tent."""
         want = {p.name: p for p in self.parameters()}
+        off = set(self._alpha_params()) | {k.names()["peak_alpha"] for k in self.kernels}  # None = site(s) off
         missing, unknown = sorted(set(want) - set(params)), sorted(set(params) - set(want))
         if missing or unknown:
             raise SteeroptError(f"search space {self.name!r}: missing parameters {missing}, unknown {unknown}")
         for name, p in want.items():
             v = params[name]
+            if v is None and name in off:
+                continue
             if p.choices is not None and v not in p.choices:
                 raise SteeroptError(f"search space {self.name!r}: {name}={v!r} is not one of {list(p.choices)}")
             if p.choices is None and not (isinstance(v, (int, float)) and math.isfinite(v)):
@@ -240,23 +252,29 @@ class SearchSpaceSpec(BaseModel):
             return Site(layer, ctrl or s.controller, s.vector, tuple(s.heads) if s.heads else None, pos or s.positions)
 
         sites = [site(s.layer, s) for s in self.sites]
-        alphas = [float(params[s.param or self._site_param(s)]) for s in self.sites]
+        site_alphas = [params[s.param or self._site_param(s)] for s in self.sites]
+        alphas = [0.0 if a is None else float(a) for a in site_alphas]
+        active = [a is not None for a in site_alphas]
         for k in self.kernels:
             n = k.names()
-            alphas += k.alphas(*(float(params[n[f]]) for f in ("peak_layer", "peak_alpha", "width", "floor")))
+            at, peak, width, floor = (params[n[f]] for f in ("peak_layer", "peak_alpha", "width", "floor"))
+            inside = k.active(float(at), float(width))
+            alphas += k.alphas(float(at), 0.0 if peak is None else float(peak), float(width), float(floor))
+            active += [on and peak is not None for on in inside]
             sites += [site(layer, k) for layer in range(k.layers[0], k.layers[1] + 1)]
         decoding = {key: float(params[key]) for key, r in self.decoding or DecodingSpace() if r is not None}
-        return InterventionPlan(sites=sites, alphas=alphas, params=dict(params), decoding=decoding)
+        return InterventionPlan(sites=sites, alphas=alphas, params=dict(params), decoding=decoding,
+                                active=None if all(active) else active)
 
     def baseline_params(self) -> dict:
-        """The unsteered point: every α and peak_alpha 0 (even when outside the bounds), other parameters
-        at their `baseline` (default: low, or the first choice)."""
+        """The unsteered point: every α and peak_alpha None (materialize makes those sites inactive: α = 0
+        is not "off" for clamp), other parameters at their `baseline` (default: low, or the first choice)."""
         out: dict[str, Any] = {}
         for p in self.parameters():
             out[p.name] = p.choices[0] if p.choices is not None else p.low
-        out.update({n: 0.0 for n in self._alpha_params()})
+        out.update({n: None for n in self._alpha_params()})
         for k in self.kernels:
-            out[k.names()["peak_alpha"]] = 0.0
+            out[k.names()["peak_alpha"]] = None
         for key, r in self.decoding or DecodingSpace():
             if r is not None and r.baseline is not None:
                 out[key] = r.baseline

@@ -98,18 +98,20 @@ class ConceptSpec(_Spec):
 
     name: str  # short label (e.g. "wedding")
     description: str = ""  # one sentence the judge rubric inserts as the concept
-    keywords: list[str] = []  # regex patterns (case-insensitive) for the keyword-hit metric
+    keywords: list[str] = []  # whole words, `stem*` or `re:<regex>` (case-insensitive), for the keyword-hit metric
     positive_completions: list[str] = []  # answers showing the concept: the cheap preference/utility signal
     negative_completions: list[str] = []  # matched answers without it (same count)
 
     @field_validator("keywords")
     @classmethod
-    def _regexes(cls, v: list[str]) -> list[str]:
-        for i, pat in enumerate(v):
+    def _keywords(cls, v: list[str]) -> list[str]:
+        from steeropt.evaluation.objectives.metrics import compile_keywords  # the rules the metric applies
+
+        for i, kw in enumerate(v):
             try:
-                re.compile(pat)
-            except re.error as e:
-                raise FieldError(str(i), f"invalid regex {pat!r}: {e}") from None
+                compile_keywords([kw])
+            except (ValueError, re.error) as e:
+                raise FieldError(str(i), f"invalid keyword {kw!r}: {e}") from None
         return v
 
 
@@ -174,6 +176,7 @@ class StudySpec(_Spec):
     name: str  # study name: Optuna study name and default MLflow experiment
     description: str = ""  # free text shown by `steeropt list`
     model: str = EMBEDDED_MODEL  # embedded name, a HF model directory or a .gguf path
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # where the model runs (one worker per GPU: cuda)
     vectors: list[VectorSource] = Field(min_length=1)  # steering directions; sites refer to them by name
     concept: ConceptSpec  # what steering should produce (judge description + keywords)
     prompts: PromptsSpec  # prompt families and their selection / held-out split

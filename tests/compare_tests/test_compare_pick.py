@@ -28,12 +28,27 @@ def _frame(points, width=0.1):
 def test_dominating_front_has_larger_hypervolume():
     weak = _frame([(0.2, 0.8), (0.5, 0.5), (0.7, 0.2)])
     strong = _frame([(0.3, 0.9), (0.6, 0.6), (0.8, 0.3)])  # every point dominates one of `weak`
-    assert front_hypervolume(strong, OBJ) > front_hypervolume(weak, OBJ) > 0
-    lo, hi = hypervolume_band(weak, OBJ, n=200)
-    assert lo <= front_hypervolume(weak, OBJ) <= hi and hi > lo
+    unit = ["concept", "coherency"]  # scores in [0, 1]: the fixed reference (0, 0), shared by both frames
+    assert front_hypervolume(strong, OBJ, unit=unit) > front_hypervolume(weak, OBJ, unit=unit) > 0
+    lo, hi = hypervolume_band(weak, OBJ, n=200, unit=unit)
+    assert lo <= front_hypervolume(weak, OBJ, unit=unit) <= hi and hi > lo
     # infeasible and failed trials add nothing
     extra = pd.concat([weak, _frame([(0.9, 0.9)]).assign(feasible=False, number=9)], ignore_index=True)
-    assert front_hypervolume(extra, OBJ) == pytest.approx(front_hypervolume(weak, OBJ))
+    assert front_hypervolume(extra, OBJ, unit=unit) == pytest.approx(front_hypervolume(weak, OBJ, unit=unit))
+
+
+def test_hypervolume_of_an_unbounded_objective_is_not_dropped():
+    # Bug 9: KL is allowed as an objective; the old [0, 1] reference (KL <= 1) silently gave every trial
+    # with KL > 1 no volume. The reference now comes from the trials, for the front and for the band.
+    df = pd.DataFrame([{"number": i, "state": "COMPLETE", "concept": c, "kl": k, "feasible": True,
+                        "concept.ci_low": c - 0.05, "concept.ci_high": c + 0.05, "kl.ci_low": k - 0.3,
+                        "kl.ci_high": k + 0.3} for i, (c, k) in enumerate([(0.3, 1.5), (0.6, 3.0), (0.9, 6.0)])])
+    objs = [("concept", "maximize"), ("kl", "minimize")]
+    # reference (0, 6.45) with concept a [0, 1] score: three slabs 0.3 * 4.95 + 0.3 * 3.45 + 0.3 * 0.45
+    assert front_hypervolume(df, objs, unit=["concept"]) == pytest.approx(2.655)
+    assert front_hypervolume(df, objs) > 0  # concept not declared a score: its reference is derived too
+    lo, hi = hypervolume_band(df, objs, n=100, unit=["concept"])
+    assert 0 < lo < hi
 
 
 def test_compare_two_controllers(tiny_studies):
@@ -188,3 +203,28 @@ def test_gguf_control_vector_reads_back(picked):
         np.testing.assert_allclose(dirs[4], raw * vec.vector.numpy(), rtol=1e-6, atol=1e-6)
         # = α · m · v̂ : what our add controller adds to layer 4's output
         np.testing.assert_allclose(np.linalg.norm(dirs[4]), p.sites[0]["alpha"] * vec.mean_norm, rtol=1e-4)
+
+
+def test_pick_counts_a_clamp_at_alpha_zero_as_a_dose():
+    # Bug 4: clamp at α=0 ablates. A tent of clamp-to-0 over 7 layers is a bigger intervention than a
+    # 3-layer clamp tent at α=0.5, and tied trials must be decided that way (fewest steering sites first).
+    from optuna.trial import TrialState, create_trial
+
+    from steeropt.report.pick import choose, family_candidates
+    from steeropt.search.optimizers import distributions
+    from steeropt.search.spaces import SearchSpaceSpec
+
+    space = SearchSpaceSpec.model_validate({"name": "clamp-tent", "kernels": [{
+        "vector": "wedding", "layers": [2, 8], "controller": "clamp", "peak_layer": {"low": 2, "high": 8},
+        "peak_alpha": {"low": 0.0, "high": 1.0}, "width": {"low": 1, "high": 3}}]})
+    fam = {"values": {"concept": 0.6, "coherency": 0.8}, "intervals": {"concept": [0.5, 0.7], "coherency": [0.7, 0.9]}}
+    settings = [{"tent_peak_layer": 5, "tent_peak_alpha": 0.0, "tent_width": 3.0, "tent_floor": 1.0},
+                {"tent_peak_layer": 5, "tent_peak_alpha": 0.5, "tent_width": 1.0, "tent_floor": 1.0}]
+    trials = [create_trial(state=TrialState.COMPLETE, params=p, distributions=distributions(space), values=[0.6, 0.8],
+                           user_attrs={"families": {"advice": fam}}) for p in settings]
+    for i, t in enumerate(trials):
+        t.number = i
+    cands = family_candidates(trials, "advice", "concept", "coherency", space)
+    assert [c.n_sites for c in cands] == [7, 3]
+    assert cands[0].n_sites > 0  # a clamp at α=0 is not zero dose
+    assert choose(cands, tau=0.5).chosen.trial == 1

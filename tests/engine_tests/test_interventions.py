@@ -79,6 +79,8 @@ def test_per_row_alpha_matches_rows_run_alone(embedded, wedding_vectors):
             alone_enc = tokenize(embedded, [text], render=True)
             with torch.no_grad(), steer(embedded, wedding_vectors, [p]):
                 alone = embedded.model(**alone_enc, use_cache=False).logits[0, -1]
+            # a padded 8-row batch vs one unpadded row: other kernels and reduction orders; logits are
+            # O(10), fp32 drift seen ~1e-4; α steps of 0.1 move them by >1e-1
             torch.testing.assert_close(batched[2 * i + j], alone, atol=2e-3, rtol=1e-3)
     # And through generate: one batched call equals separate calls (same prompt: no padding differences).
     gen = Generator(embedded, wedding_vectors)
@@ -142,20 +144,76 @@ def test_affine_moves_toward_concept(embedded, wedding_vectors):
     assert float((steered[0][0, 1:] @ u).mean()) > float((store[0][0, 1:] @ u).mean())
 
 
-def test_positions_generated_leaves_prompt_untouched_with_kv_cache(embedded, wedding_vectors):
-    gen = Generator(embedded, wedding_vectors)
-    dec = Decoding(max_new_tokens=6)
-    runs = {}
-    for name, plans in {"base": [InterventionPlan([], [])], "gen": [plan(0.4, positions="generated")],
-                        "prompt": [plan(0.4, positions="prompt")]}.items():
-        with capture(embedded, 4) as store:
-            runs[name] = (gen.run(PROMPTS[:1], plans, dec)[0], store)
-    (base, b_acts), (steered, g_acts), (_, p_acts) = runs["base"], runs["gen"], runs["prompt"]
-    assert g_acts[0].shape[1] > 1 and all(a.shape[1] == 1 for a in g_acts[1:])  # prefill, then cached steps
-    torch.testing.assert_close(g_acts[0], b_acts[0], atol=0, rtol=0)  # prompt activations untouched
-    assert not torch.allclose(g_acts[1], b_acts[1])  # generated positions steered
-    assert not torch.allclose(p_acts[0], b_acts[0])  # positions="prompt" does steer the prompt
-    assert steered.token_ids != base.token_ids
+@contextmanager
+def before_and_after(lm, layer):
+    """Layer `layer`'s output in the same forward call before and after the steering hooks: a forward hook
+    registered before steer() runs first; the next layer's pre-hook sees the steered output. Their
+    difference is exactly what steering added (0.0 where a position was left alone: torch.where keeps x)."""
+    pre = []
+    h = lm.adapter.layer(layer).register_forward_hook(
+        lambda _m, _a, out: pre.append((out[0] if isinstance(out, tuple) else out).detach().clone()))
+    try:
+        with capture(lm, layer) as post:
+            yield pre, post
+    finally:
+        h.remove()
+
+
+# x + δ − x in fp32 with |x| up to ~1e3 (the first-token outlier) is δ within ~1e-4; 1e-3 is well below
+# the smallest δ tested (α·m ≈ 0.4 · 20 per unit direction, spread over 576 dims: entries ~1e-1).
+DELTA_ATOL = 1e-3
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated", "all"])
+def test_positions_with_left_padding_steer_only_real_tokens_of_their_part(embedded, wedding_vectors, positions):
+    # Three prompts of different lengths: rows are left-padded by different amounts.
+    prompts = [("p", "Hi."), ("p", "Write a short story about a dog and a cat who become best friends."),
+               ("p", "What is your favourite season?")]
+    vec = wedding_vectors["wedding"]
+    want = 0.4 * vec.mean_norm * vec.vector / vec.vector.norm()
+    with before_and_after(embedded, 4) as (pre, post):
+        samples = Generator(embedded, wedding_vectors).run(prompts, [plan(0.4, positions=positions)],
+                                                           Decoding(max_new_tokens=5))
+    width = max(len(s.prompt_ids) for s in samples)
+    pads = [width - len(s.prompt_ids) for s in samples]
+    assert len(set(pads)) == 3 and min(pads) == 0
+    assert pre[0].shape[1] == width and [p.shape[1] for p in pre[1:]] == [1] * (len(pre) - 1)  # KV cache steps
+    for call, (x, y) in enumerate(zip(pre, post)):
+        delta = y - x
+        for r, n_pad in enumerate(pads):
+            if call == 0:  # the prompt call: pads, then the row's real prompt tokens
+                assert (delta[r, :n_pad] == 0).all(), f"row {r}: a pad was steered"
+                real = delta[r, n_pad:]
+                if positions == "generated":
+                    assert (real == 0).all(), f"row {r}: a prompt token was steered"
+                else:
+                    torch.testing.assert_close(real, want.expand_as(real), atol=DELTA_ATOL, rtol=0)
+            elif positions == "prompt":
+                assert (delta[r] == 0).all(), f"row {r}: generated token {call} was steered"
+            else:
+                torch.testing.assert_close(delta[r], want.expand_as(delta[r]), atol=DELTA_ATOL, rtol=0)
+
+
+def test_top_contribution_head_carries_the_concept_more_than_the_bottom_head(embedded, wedding_vectors,
+                                                                              wedding_concept):
+    """head_scores rank heads by how much of the concept direction they write into the residual stream:
+    steering the top head alone must move the model's next-token distribution toward the concept's
+    words more than steering the bottom head alone (same α)."""
+    scores = wedding_vectors["wedding_heads"].head_scores
+    top, bottom = int(scores.argmax()), int(scores.argmin())
+    tok = embedded.tokenizer
+    words = sorted({tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in wedding_concept.keywords})
+    texts = [p for p in wedding_concept.prompts]
+
+    def concept_logprob(heads):
+        plans = [plan(2.0, "head_add", vector="wedding_heads", heads=heads)] if heads else [InterventionPlan([], [])]
+        with steer(embedded, wedding_vectors, plans, [0] * len(texts)):
+            _, logits = forward(embedded, texts)
+        return float(torch.log_softmax(logits[:, -1].float(), -1)[:, words].logsumexp(-1).mean())
+
+    base = concept_logprob(None)
+    gain_top, gain_bottom = concept_logprob((top,)) - base, concept_logprob((bottom,)) - base
+    assert gain_top > gain_bottom + 0.05, (top, gain_top, bottom, gain_bottom)
 
 
 def test_hooks_removed_after_exception(embedded, wedding_vectors):
@@ -175,13 +233,29 @@ def test_hooks_removed_after_exception(embedded, wedding_vectors):
     assert n_hooks() == before
 
 
-def test_raw_alphas_recorded(wedding_vectors):
+def test_raw_alphas_recorded(embedded, wedding_vectors):
     vec = wedding_vectors["wedding"]
     p = InterventionPlan([Site(4, "add", "wedding"), Site(4, "clamp", "wedding"), Site(4, "affine", "wedding")], [0.2, 0.5, 0.7])
-    raw = raw_alphas(p, wedding_vectors)
+    raw = raw_alphas(p, wedding_vectors, embedded)
     assert raw[0] == pytest.approx(0.2 * vec.mean_norm / vec.norm)
     assert raw[1] == pytest.approx(0.5 * vec.mean_norm)
     assert raw[2] == pytest.approx(0.7)
+
+
+def test_pick_raw_alpha_and_llama_cpp_export_use_the_site_layer(embedded, wedding_vectors, tmp_path):
+    """A layer-4 vector steering layer 10: the profile's raw α and the exported control vector must be
+    what the add hook really adds at layer 10 (α·m₁₀·v̂), not layer 4's scale."""
+    from steeropt.report.pick import profile_sites
+    from steeropt.report.profiles import export_control_vector, read_control_vector
+
+    vec = wedding_vectors["wedding"]
+    sites = profile_sites(InterventionPlan([Site(10, "add", "wedding")], [0.3]), wedding_vectors, embedded)
+    _, dirs = read_control_vector(export_control_vector(tmp_path / "cv.gguf", sites, wedding_vectors, embedded))
+    with before_and_after(embedded, 10) as (pre, post), steer(embedded, wedding_vectors, [plan(0.3, layer=10)]):
+        forward(embedded, ["Tell me about your weekend."])
+    added = (post[0] - pre[0])[0, -1]  # what the hook added to one token
+    torch.testing.assert_close(torch.from_numpy(dirs[10]), added, atol=DELTA_ATOL, rtol=0)
+    assert sites[0]["raw_alpha"] == pytest.approx(float(added.norm()) / vec.norm, rel=1e-4)
 
 
 @pytest.mark.parametrize("bad, match", [

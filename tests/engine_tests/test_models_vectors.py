@@ -9,7 +9,11 @@ import torch
 
 from steeropt.errors import InterventionError, ModelError, SteeroptError
 from steeropt.engine.models import ArchAdapter, describe, embedded_gguf_path, load_model
-from steeropt.engine.vectors import SteeringVector, caa, from_file, from_sae
+from steeropt.engine.activations import mean_token_norm
+from steeropt.engine.interventions import site_norm, steer
+from steeropt.engine.vectors import (NEUTRAL_TEXTS, SteeringVector, VectorSet, caa, from_file, from_sae,
+                                     head_contribution_scores)
+from steeropt.types import InterventionPlan, Site
 
 
 def test_embedded_model_shape_and_identity(embedded):
@@ -64,11 +68,57 @@ def test_vector_metadata_and_roundtrip(embedded, wedding_vectors, tmp_path):
     torch.testing.assert_close(again.vector, vec.vector)
 
 
-def test_head_vectors_and_contribution_scores(wedding_vectors, embedded):
+def test_head_vectors_have_per_head_norms_and_scores(wedding_vectors, embedded):
+    # (that the scores mean something is tested in test_interventions: the top head steers more)
     heads = wedding_vectors["wedding_heads"]
     assert heads.site == "heads" and heads.vector.shape == (576,)
     assert heads.head_scores.shape == (9,) and heads.head_norms.shape == (9,)
-    assert float(heads.head_scores.sum()) == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(heads.head_norms, mean_token_norm(embedded, NEUTRAL_TEXTS, 4, site="heads"),
+                               rtol=1e-6, atol=0)
+
+
+# Norms recomputed on the same texts in the same batch: only rounding can differ, 1e-6 relative is ~10 ulp.
+SAME_MEASURE = 1e-6
+
+
+def test_vector_used_at_another_layer_is_remeasured_there(embedded, wedding_vectors, tmp_path):
+    vec, heads = wedding_vectors["wedding"], wedding_vectors["wedding_heads"]
+    moved = from_file(embedded, vec.save(tmp_path / "w.safetensors"), 20, name="w20")
+    assert moved.layer == 20
+    m20 = float(mean_token_norm(embedded, NEUTRAL_TEXTS, 20))
+    assert moved.mean_norm == pytest.approx(m20, rel=SAME_MEASURE)
+    assert abs(m20 / vec.mean_norm - 1) > 0.5  # layer 20's scale (~246) is far from layer 4's (~142)
+    # the affine map was fitted at layer 4 and cannot be refitted from the file: gone, and affine says why
+    assert moved.affine is None
+    vs = VectorSet()
+    vs.add(moved)
+    with pytest.raises(InterventionError, match="fitted at layer 4"):
+        with steer(embedded, vs, [InterventionPlan([Site(20, "affine", "w20")], [0.5])]):
+            pass
+    hmoved = from_file(embedded, heads.save(tmp_path / "h.safetensors"), 20, name="h20", site="heads")
+    torch.testing.assert_close(hmoved.head_norms, mean_token_norm(embedded, NEUTRAL_TEXTS, 20, site="heads"),
+                               rtol=SAME_MEASURE, atol=0)
+    torch.testing.assert_close(hmoved.head_scores, head_contribution_scores(embedded, 20, heads.vector))
+    assert not torch.allclose(hmoved.head_norms, heads.head_norms, rtol=0.05)
+    # loaded back at its own layer it keeps what was measured there, affine map included
+    same = from_file(embedded, tmp_path / "w.safetensors", 4, name="w4")
+    assert same.mean_norm == vec.mean_norm and same.affine is not None
+
+
+def test_scale_comes_from_one_neutral_set_for_every_source_so_a_tent_has_no_step(embedded, wedding_vectors,
+                                                                                  tmp_path):
+    # The wedding vector is a diff-in-means built from the concept's negatives; a CAA vector and a raw
+    # file at the same layer get the same scale, and at neighbouring layers m is measured the same way.
+    caa_vec = caa(embedded, [("Talk about weddings. How was your day?", "How was your day?")], 4, name="c")
+    np.save(tmp_path / "raw.npy", wedding_vectors["wedding"].vector.numpy())
+    raw = from_file(embedded, tmp_path / "raw.npy", 4, name="raw")
+    vs = VectorSet(wedding_vectors)
+    vs.add(caa_vec)
+    vs.add(raw)
+    want = {layer: float(mean_token_norm(embedded, NEUTRAL_TEXTS, layer)) for layer in (3, 4, 5)}
+    for name in ("wedding", "c", "raw"):
+        got = {layer: site_norm(embedded, vs, Site(layer, "add", name)) for layer in (3, 4, 5)}
+        assert got == pytest.approx(want, rel=SAME_MEASURE), name
 
 
 def test_raw_vector_files(embedded, wedding_vectors, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from steeropt.errors import SpecError
 from steeropt.evaluation.judges import JudgeSpec, Rubric, load_judge_spec
-from steeropt.evaluation.judges.config import _fallback_load
+from steeropt.specs import list_specs
 from steeropt.evaluation.judges.scoring import normalise, parse_rating, score_completion, weighted_rating
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,21 @@ def test_shipped_specs_load_by_name(name):
     assert spec.name == name
     assert {"concept", "fluency", "trait", "coherence"} <= set(spec.rubrics)
     assert spec.rubrics["concept"].scale.max == 2 and spec.rubrics["coherence"].scale.max == 100
-    assert _fallback_load(name, None) == spec  # the fallback reader finds the same file by its name:
+    path = next(e.path for e in list_specs("judge") if e.name == name)
+    assert load_judge_spec(path) == spec == JudgeSpec.from_yaml(path)  # by name, by path: the same spec
+    assert load_judge_spec(spec.model_dump()) == spec  # and from a mapping
+
+
+def test_one_loader_for_includes_and_search_paths(tmp_path):
+    """Judge specs go through steeropt.specs: `include:` fragments, search paths, "did you mean"."""
+    (tmp_path / "judges").mkdir()
+    (tmp_path / "judges" / "shared.part.yaml").write_text(
+        "backend: local\nrubrics:\n  yn: {template: 'Fluent? {response}', scale: {min: 0, max: 1}}\n")
+    (tmp_path / "judges" / "mine.yaml").write_text("name: my-judge\ninclude: shared.part.yaml\nbatch_size: 3\n")
+    spec = load_judge_spec("my-judge", search_paths=[tmp_path])
+    assert (spec.batch_size, spec.rubrics["yn"].scale.max) == (3, 1)
+    with pytest.raises(SpecError, match="did you mean 'my-judge'"):
+        load_judge_spec("my-judg", search_paths=[tmp_path])
 
 
 def test_openai_example_names_the_key_variable_not_a_key():
@@ -42,7 +56,7 @@ def test_from_yaml_errors_name_file_and_field(tmp_path):
     with pytest.raises(SpecError, match="api_key_env"):
         JudgeSpec.from_yaml(bad)
     with pytest.raises(SpecError, match="did you mean"):
-        _fallback_load("local-defualt", None)
+        load_judge_spec("local-defualt")
 
 
 def test_parse_takes_the_last_rating_in_the_required_format():
@@ -96,6 +110,7 @@ def test_normalise():
     assert normalise(1, AX) == 0.5 and normalise(75, PERSONA) == 0.75
 
 
-def test_rubric_digest_changes_with_the_template():
-    other = AX.model_copy(update={"template": "{response}!"})
-    assert AX.digest() != other.digest()
+def test_rubric_digest_changes_with_the_template_not_the_label():
+    assert AX.digest() != AX.model_copy(update={"template": "{response}!"}).digest()
+    assert AX.digest() != AX.model_copy(update={"max_tokens": 8}).digest()
+    assert AX.digest() == AX.model_copy(update={"description": "x", "style": "axbench"}).digest()

@@ -30,10 +30,36 @@ def test_scores_from_logprobs_on_both_scales(judge):
         assert r.valid_mass >= 0.25 and not r.cached
     assert math.isclose(res[0].score, res[0].rating / 2)
     assert math.isclose(res[2].score, res[2].rating / 100)
-    # No ordering claim: the 135M judge barely separates fluent text from gibberish (see bench/judge_quality).
     dist = json.loads(res[2].raw)  # 0-100 via the digit tree: multi-digit ratings get their own mass
     assert any(int(v) >= 10 for v in dist)
     assert judge.stats.calls == 3 and judge.stats.forward_passes >= 3
+
+
+# (prompt, fluent answer, broken answer). Clear-cut breaks only: measured on the 135M judge, fluency_yn orders
+# these by 0.06-0.19 in P("1"), but NOT shuffled-word salad (4 pairs: margins -0.03 to +0.04, two reversed),
+# a loop of "of" (-0.05) or symbol garbage (-0.01); see the report of issue 10.
+CLEAR_PAIRS = [
+    ("Tell me about a wedding.", FLUENT, GIBBERISH),
+    ("Tell me about your weekend.", "On Saturday I went hiking with my sister, and on Sunday we cooked dinner together.",
+     "asdf qwer zxcv uiop hjkl vbnm tyui ghjk wert sdfg xcvb"),
+    ("Describe a city you like.", "I love Lisbon because its old streets are full of light and the food is wonderful.",
+     "blorf zindle quapper vesh trom glibbet yarn sprock fen dulm ottle"),
+    ("How do plants grow?", "Plants take in water through their roots and use sunlight to turn carbon dioxide into sugar.",
+     " ".join(["the"] * 18)),
+    ("Give me some advice for a job interview.",
+     "Arrive a few minutes early, research the company, and prepare short examples of your past work.",
+     " ".join(["interview"] * 10)),
+]
+
+
+def test_fluency_yn_ranks_fluent_text_above_broken_text(judge):
+    """P(fluent) is higher for the fluent answer of every pair, by more than 0.02: batch and thread effects
+    move these scores by < 1e-3 (test_batching_does_not_change_scores), the measured margins are >= 0.057."""
+    reqs = [JudgeRequest("fluency_yn", p, t) for p, good, bad in CLEAR_PAIRS for t in (good, bad)]
+    res = judge.judge(reqs)
+    assert all(r.method == "logprobs" and r.valid_mass > 0.9 for r in res)
+    margins = [res[i].score - res[i + 1].score for i in range(0, len(res), 2)]
+    assert all(m > 0.02 for m in margins), margins
 
 
 def test_batching_does_not_change_scores(judge_lm, tmp_path):
@@ -55,7 +81,7 @@ def test_rerun_makes_zero_new_judge_calls(judge, judge_lm, tmp_path):
     second = again.judge(reqs)
     assert again.stats.calls == 0 and again.stats.forward_passes == 0 and again.stats.cache_hits == 3
     assert all(r.cached for r in second)
-    assert [r.score for r in first] == [r.score for r in second]
+    assert [r.score for r in first] == [r.score for r in second]  # exact: read back from SQLite, not recomputed
     assert judge.stats.forward_passes == passes
 
 

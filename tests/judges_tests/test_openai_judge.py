@@ -24,7 +24,8 @@ def make(base_url, tmp_path, cache=True, **settings):
 
 
 def test_logprobs_through_the_real_server(llama_server, tmp_path):
-    judge = make(llama_server.base_url, tmp_path)
+    # a long timeout: on a loaded 2-core machine one request took > 20 s, was retried and broke the count below
+    judge = make(llama_server.base_url, tmp_path, timeout_s=120.0)
     res = judge.judge([JudgeRequest("digit", "p", FLUENT), JudgeRequest("digit", "p", "xq plorm vantish grebble")])
     for r in res:  # the server returns top_logprobs: the score is the weighted mean, not the sampled digit
         assert r.missing is None and r.method == "logprobs" and r.valid_mass >= 0.01
@@ -55,7 +56,7 @@ def test_rerun_makes_zero_new_requests_and_the_key_stays_out(proxy, tmp_path, mo
     again = make(proxy.base_url, tmp_path, api_key_env="STEEROPT_TEST_JUDGE_KEY")
     second = again.judge(reqs)
     assert proxy.requests == 5 and again.stats.calls == 0 and all(r.cached for r in second)
-    assert [r.score for r in first] == [r.score for r in second]
+    assert [r.score for r in first] == [r.score for r in second]  # exact: read back from SQLite, not recomputed
     blob = (tmp_path / "cache.sqlite").read_bytes() + repr(judge).encode() + judge.identity.encode()
     blob += repr(judge.spec).encode() + repr(judge.stats).encode()
     assert b"SECRET" not in blob

@@ -44,17 +44,43 @@ def test_degenerate_kinds():
     assert M.degenerate_kind(list(range(100, 148)), "a long fluent answer", False, {EOS}) is None
 
 
-def test_keywords_case_insensitive_word_start_several_patterns():
-    pats = M.compile_keywords(["wedd", r"ring\b", "best man", r"re:brid(e|al)"])
-    assert M.keyword_hits("WEDDING bells and a Wedded pair", pats) == 2
-    assert M.keyword_hits("a string of rings", pats) == 0  # no word start / no word end
-    assert M.keyword_hits("the ring, the best\nman", pats) == 2
-    assert M.keyword_hits("bridal and bride", pats) == 2
-    assert M.keyword_hits("nothing here", pats) == 0
+def test_keywords_are_whole_words_by_default():
+    """Bug 12: 'star' matched 'start' (word-start prefix), a 0.17 keyword rate at alpha = 0 on astronomy."""
+    pats = M.compile_keywords(["star", "ring", "best man"])
+    assert M.keyword_hits("Start the car, restart it, a starter", pats) == 0
+    assert M.keyword_hits("A STAR, the star. Stars and starry skies", pats) == 2  # plurals are other words
+    assert M.keyword_hits("a string of rings", pats) == 0
+    assert M.keyword_hits("the ring, the best\nman", pats) == 2  # spaces match any whitespace
+
+
+def test_keyword_stems_and_raw_regex():
+    pats = M.compile_keywords(["astronom*", "marr*", r"re:\bgalax(y|ies)\b"])
+    assert M.keyword_hits("Astronomy, astronomers and astronomical units", pats) == 3
+    assert M.keyword_hits("They married; marriage; they marry", pats) == 3
+    assert M.keyword_hits("a galaxy, two galaxies, galactic", pats) == 2
+    assert M.keyword_hits("gastronomy and a summary", pats) == 0  # a stem still starts a word
+    assert M.keyword_hits("bridal and bride", M.compile_keywords([r"re:brid(e|al)"])) == 2  # as written
+
+
+def test_regex_characters_in_a_plain_keyword_are_refused():
+    for bad in ("stars?", "galax(y|ies)", r"ring\b"):
+        with pytest.raises(ValueError, match="re:"):
+            M.compile_keywords([bad])
+    with pytest.raises(ValueError, match="no letter"):
+        M.compile_keywords(["*"])
+
+
+@pytest.mark.parametrize("name", ["astronomy", "dogs", "music", "wedding"])
+def test_shipped_concept_keywords_compile_and_do_not_hit_neutral_words(name):
+    from steeropt.specs.concepts import load_concept
+
+    pats = M.compile_keywords(load_concept(name).keywords)
+    neutral = "Start the day: restart, bandage the dogma, vowels, spacious doghouses, songbirdless mooning, a tailor"
+    assert M.keyword_hits(neutral, pats) == 0
 
 
 def test_cheap_metrics_row():
-    m = M.cheap_metrics([1, 2, 3, 1, 2, 3, EOS], "a wedding", True, {EOS}, M.compile_keywords(["wedd"]))
+    m = M.cheap_metrics([1, 2, 3, 1, 2, 3, EOS], "a wedding", True, {EOS}, M.compile_keywords(["wedding"]))
     assert m["n_tokens"] == 6 and m["rep_3"] == pytest.approx(0.25)
     assert m["keyword_hit"] == 1.0 and m["keyword_hits"] == 1.0
     assert m["degenerate"] == 0.0 and m["degenerate_kind"] is None

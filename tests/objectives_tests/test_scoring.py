@@ -43,9 +43,12 @@ def test_unsteered_against_itself_is_zero(embedded, wedding_vectors, generated):
     steered = [Row(s.prompt_ids, s.token_ids, plan=1) for s in base]
     assert all(kl > 0.05 for _, kl in surprisal_and_kl(embedded, steered, kl_positions=8, plans=plans, vectors=wedding_vectors))
     # drift of the baseline against itself is 0; steered outputs drift upwards
-    t1 = Tier1(embedded, ConceptInfo("wedding", keywords=["wedd"]))
+    t1 = Tier1(embedded, ConceptInfo("wedding", keywords=["wedd*"]))
     m = t1.compute(samples, plans, baseline=base, vectors=wedding_vectors)
-    assert all(abs(x["surprisal_drift"]) < 1e-6 for x, s in zip(m, samples) if s.candidate == 0)
+    # The baseline's surprisal is computed in its own batch (2 rows, no hooks), the samples' in a 6-row batch:
+    # float32 kernels differ in the last bits with batch shape (~1e-6 relative on per-token log-probs of
+    # magnitude <= 10), so 1e-4; a steered drift is > 0.05. KL of two near-identical float32 distributions: 1e-5.
+    assert all(abs(x["surprisal_drift"]) < 1e-4 for x, s in zip(m, samples) if s.candidate == 0)
     assert all(x["kl"] < 1e-5 for x, s in zip(m, samples) if s.candidate == 0)
 
 

@@ -63,7 +63,7 @@ def spec(**over) -> ObjectiveSpec:
     return ObjectiveSpec.model_validate(raw)
 
 
-CONCEPT = ConceptInfo("wedding", "weddings", keywords=["wedd", "bride"])
+CONCEPT = ConceptInfo("wedding", "weddings", keywords=["wedd*", "bride"])
 
 
 def test_gate_filters_without_judge_call_and_floors_coherency(lm):

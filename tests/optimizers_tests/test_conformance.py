@@ -10,13 +10,14 @@ from steeropt.errors import SteeroptError
 from steeropt.search.optimizers import make_optimizer
 from steeropt.search.spaces import SearchSpaceSpec
 
-NAMES = ["grid", "random", "sobol", "tpe", "nsga2", "botorch"]
+NAMES = ["grid", "random", "sobol", "tpe", "nsga2", "gp", "botorch"]
 OBJECTIVES = [("concept", "maximize"), ("damage", "minimize")]
 CONSTRAINTS = [("coherence", ">=", 0.5)]
 SPACE = SearchSpaceSpec.model_validate({"name": "synthetic", "sites": [
     {"layer": 4, "vector": "w", "alpha": {"low": 0.0, "high": 1.5}},
     {"layer": 8, "vector": "w", "alpha": {"low": 0.0, "high": 1.5}}]})
 SETTINGS = {"grid": {"grid_size": 4}, "tpe": {"n_startup_trials": 4}, "nsga2": {"population_size": 4},
+            "gp": {"n_startup_trials": 2},  # the GP proposes from the third trial on
             "botorch": {"initialization_budget": 20}}
 
 

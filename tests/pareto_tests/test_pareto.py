@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from steeropt.errors import SteeroptError
-from steeropt.report.pareto import (TrialPoint, hypervolume, hypervolume_curve, non_dominated, plausible_front,
-                             reference_point, sure_front)
+from steeropt.report.pareto import (TrialPoint, hypervolume, hypervolume_curve, non_dominated, objective_reference,
+                                    plausible_front, sure_front)
 
 MAX2 = ["maximize", "maximize"]
 
@@ -104,5 +104,56 @@ def test_bad_input():
         plausible_front([[2, 2]], [[1, 1]], MAX2)
 
 
-def test_reference_point():
-    assert reference_point([[1, 10], [3, 20]], ["maximize", "minimize"], margin=0.5) == [0.0, 25.0]
+def test_hypervolume_matches_botorch_in_3_and_4_objectives():
+    # Our one exact implementation against BoTorch's exact Hypervolume on random fronts (maximisation).
+    import torch
+    from botorch.utils.multi_objective.hypervolume import Hypervolume
+
+    rng = np.random.default_rng(1)
+    for m in (3, 4):
+        for _ in range(3):
+            pts = rng.uniform(0, 1, size=(25, m))
+            want = Hypervolume(ref_point=torch.zeros(m, dtype=torch.float64)).compute(
+                torch.as_tensor(pts[non_dominated(pts, ["maximize"] * m)], dtype=torch.float64))
+            assert hypervolume(pts, [0.0] * m, ["maximize"] * m) == pytest.approx(float(want), rel=1e-9)
+
+
+def test_objective_reference_per_objective():
+    # Bug 9: the reference is the worst end of a bounded objective, else derived from the values.
+    objs = [("concept", "maximize"), ("kl", "minimize"), ("surprisal_drift", "maximize"), ("rep_3", "minimize")]
+    pts = [[0.2, 3.0, -1.0, 0.1], [0.6, 5.0, 1.0, 0.3]]
+    # kl: 5 + 0.1 * (5 - 3); surprisal_drift: -1 - 0.1 * 2; concept (a score) and rep_3: [0, 1]
+    assert objective_reference(objs, unit=["concept"], points=pts) == pytest.approx([0.0, 5.2, -1.2, 1.0])
+    assert objective_reference([("kl", "maximize")], points=[[2.0]]) == [0.0]  # KL >= 0
+    assert objective_reference([("kl", "minimize")], points=[[2.0]]) == pytest.approx([2.1])  # flat: range 1
+    with pytest.raises(SteeroptError, match="'kl' .*no bounded worst value"):
+        objective_reference([("kl", "minimize")])
+    with pytest.raises(SteeroptError, match="'concept': value 1.5 lies outside its range"):
+        objective_reference([("concept", "maximize")], unit=["concept"], points=[[1.5]])
+    nan_ref = objective_reference([("kl", "minimize")], points=[])
+    with pytest.raises(SteeroptError, match="not finite"):
+        hypervolume([[1.0]], nan_ref, ["minimize"])
+
+
+def test_unbounded_objective_keeps_every_point():
+    # Bug 9: with the old [0, 1] reference every trial with KL > 1 added nothing (HV 0, silently).
+    objs = [("concept", "maximize"), ("kl", "minimize")]
+    pts = np.array([[0.3, 1.5], [0.6, 3.0], [0.9, 6.0]])
+    ref = objective_reference(objs, unit=["concept"], points=pts)
+    hv = hypervolume(pts, ref, [d for _, d in objs])
+    assert hv > 0
+    for i in range(len(pts)):  # every front point adds volume
+        assert hypervolume(np.delete(pts, i, 0), ref, [d for _, d in objs]) < hv
+
+
+def test_hypervolume_by_trial_is_the_curve_on_a_dataframe():
+    import pandas as pd
+
+    from steeropt.report.analysis import hypervolume_by_trial
+
+    df = pd.DataFrame([{"number": 0, "state": "COMPLETE", "a": 1.0, "b": 1.0, "feasible": True},
+                       {"number": 1, "state": "FAIL", "a": None, "b": None, "feasible": None},
+                       {"number": 2, "state": "COMPLETE", "a": 5.0, "b": 5.0, "feasible": False},
+                       {"number": 3, "state": "COMPLETE", "a": 2.0, "b": 2.0, "feasible": True}])
+    assert hypervolume_by_trial(df, [("a", "maximize"), ("b", "maximize")], [0, 0]) == \
+        [(0, 1.0), (1, 1.0), (2, 1.0), (3, 4.0)]

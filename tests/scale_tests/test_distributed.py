@@ -3,6 +3,7 @@ SIGKILL of a worker mid-trial and its restart; the exact-budget guard; Ax with s
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import optuna
 import pytest
 
 from steeropt.runner.tracking import study_runs
+from steeropt.search.optimizers.base import failed_reason
 
 from .conftest import cli_env, steeropt, tiny_spec
 
@@ -47,19 +49,25 @@ def test_three_workers_share_one_study_and_survive_a_sigkill(postgres, mlflow_se
                **{tag: _start_worker(path, tmp_path, tag, "--trials", str(CAP)) for tag in ("w2", "w3")}}
     victim = workers["w1"]
     killed, deadline = None, time.time() + 600
-    while killed is None and time.time() < deadline:  # wait until w1 is mid-trial (and some trial is done)
-        time.sleep(0.25)
+    while killed is None and time.time() < deadline:  # wait until w1 has just started a trial (and one is done)
+        time.sleep(0.1)
         trials = _trials(url, "dist")
         done = sum(t.state.name == "COMPLETE" for t in trials)
-        mine = [t for t in trials if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        # started under 0.5 s ago: generating 2 x 12 tokens and scoring them takes longer, so it is still
+        # running when the signal lands
+        mine = [t for t in trials if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                and dt.datetime.now() - t.datetime_start < dt.timedelta(seconds=0.5)]
         if done >= 1 and mine:
             victim.send_signal(signal.SIGKILL)
             killed = mine[0]
         assert victim.poll() is None or killed is not None, (tmp_path / "w1.log").read_text()[-2000:]
     assert killed is not None, "worker 1 never ran a trial"
+    victim.wait()
+    # the kill landed mid-trial: the trial is still RUNNING with its dead worker (the grace period is 8 s)
+    at_kill = next(t for t in _trials(url, "dist") if t.number == killed.number)
+    assert at_kill.state.name == "RUNNING", at_kill.state
     done_by_victim = sum(t.state.name == "COMPLETE" and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
                          for t in _trials(url, "dist"))
-    victim.wait()
     restarted = _start_worker(path, tmp_path, "w1-restarted")
     for tag, proc in [("w2", workers["w2"]), ("w3", workers["w3"]), ("w1-restarted", restarted)]:
         assert proc.wait(timeout=900) == 0, (tmp_path / f"{tag}.log").read_text()[-3000:]
@@ -71,7 +79,7 @@ def test_three_workers_share_one_study_and_survive_a_sigkill(postgres, mlflow_se
     assert by_state["RUNNING"] == 0
     assert len(complete) == BUDGET, by_state
     k = next(t for t in trials if t.number == killed.number)
-    assert k.state.name == "FAIL" and k.user_attrs["failed_reason"].startswith("stale"), k.user_attrs
+    assert k.state.name == "FAIL" and failed_reason(k).startswith("stale"), k.user_attrs
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == killed.params
     assert [t.number for t in trials if t.state.name == "FAIL"] == [killed.number]
@@ -90,6 +98,8 @@ def test_three_workers_share_one_study_and_survive_a_sigkill(postgres, mlflow_se
     assert set(logged) == {t.number for t in trials if t.state.is_finished()}
     assert {int(r.data.tags["steeropt.trial"]) for r in runs if r.data.tags["state"] == "COMPLETE"} == \
         {t.number for t in complete}
+    killed_run = next(r for r in runs if int(r.data.tags["steeropt.trial"]) == killed.number)
+    assert killed_run.data.tags["state"] == "FAIL" and killed_run.data.tags["failed_reason"].startswith("stale")
     for r in runs:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
     from mlflow import MlflowClient
@@ -108,38 +118,36 @@ def test_three_workers_share_one_study_and_survive_a_sigkill(postgres, mlflow_se
 
 def test_concurrent_asks_never_overshoot_the_budget(postgres, tmp_path):
     """Two processes asking for the last slot at the same moment: one of them gives its trial back."""
+    from steeropt.runner.ledger import Ledger
     from steeropt.search.optimizers import make_optimizer
-    from steeropt.specs import build
-    from steeropt.runner.study import Study
+    from steeropt.search.spaces import SearchSpaceSpec
 
     url = postgres.create_database("race")
-    path = tiny_spec(tmp_path, name="race", storage=url, budget={"trials": 3, "batch_size": 2, "prompts_per_trial": 2})
+    space = SearchSpaceSpec.model_validate({"name": "s", "sites": [
+        {"layer": 4, "vector": "w", "alpha": {"low": 0.0, "high": 1.0}}]})
 
-    def study():
-        s = Study(build("study", str(path)), track=False)
-        s.optimizer = make_optimizer("random", space=s.space, objectives=[("keyword_rate", "maximize"),
-                                     ("coherency", "maximize")], storage=url, study_name="race", seed=0)
-        return s
+    def process():
+        return make_optimizer("random", space=space, objectives=[("keyword_rate", "maximize"), ("coherency", "maximize")],
+                              storage=url, study_name="race", seed=0)
 
-    a, b = study(), study()
-    for c in a.optimizer.ask(2):  # two trials done: one slot left
-        a.optimizer.tell(c.number, {"keyword_rate": 0.5, "coherency": 0.5})
-    ca, cb = a.optimizer.ask(1), b.optimizer.ask(1)  # both saw remaining == 1 and asked
-    assert a._within_budget(ca) == ca
-    assert b._within_budget(cb) == []  # b's later trial is given back, untouched
+    a, b = process(), process()
+    la, lb = Ledger(a, 3), Ledger(b, 3)
+    for c in a.ask(2):  # two trials done: one slot left
+        a.tell(c.number, {"keyword_rate": 0.5, "coherency": 0.5})
+    ca, cb = a.ask(1), b.ask(1)  # both saw one slot left and asked
+    assert la.keep(ca) == ca
+    assert lb.keep(cb) == []  # b's later trial is given back, untouched
     trials = _trials(url, "race")
-    assert trials[cb[0].number].state.name == "WAITING"
-    assert len(a.budget_trials()) == 3
-    # b's next ask would find nothing left; once a's trial fails as stale and is re-queued... (see the
-    # worker test); here a finishes, and the WAITING trial is simply never run: exactly 3 trials
-    a.optimizer.tell(ca[0].number, {"keyword_rate": 0.1, "coherency": 0.9})
-    assert sum(t.state.is_finished() for t in _trials(url, "race")) == 3
+    assert trials[cb[0].number].state.name == "WAITING" and trials[cb[0].number].params == cb[0].params
+    assert la.count().used == 3 and la.count().running == 1
+    # a finishes; the WAITING trial is simply never run: exactly 3 trials
+    a.tell(ca[0].number, {"keyword_rate": 0.1, "coherency": 0.9})
+    assert sum(t.state.is_finished() for t in _trials(url, "race")) == 3 and la.left() == 0
     # the given-back trial is handed out first when there is room again (e.g. a bigger budget)
-    b.spec.budget.trials = 4
-    again = b.optimizer.ask(1)
+    again = b.ask(1)
     assert again[0].number == cb[0].number and again[0].params == cb[0].params
-    assert b._within_budget(again) == again
-    a.optimizer.close(), b.optimizer.close()
+    assert Ledger(b, 4).keep(again) == again
+    a.close(), b.close()
 
 
 def test_ax_with_several_workers_sees_running_trials_as_pending(postgres, tmp_path):

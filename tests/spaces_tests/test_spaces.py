@@ -28,6 +28,7 @@ def test_shipped_spaces_validate_and_materialize(path):
     plan = spec.materialize(spec.baseline_params())
     assert plan.alphas and all(a == 0.0 for a in plan.alphas)
     assert len(plan.sites) == len(plan.alphas)
+    assert plan.active == [False] * len(plan.sites) and plan.steered_sites() == []  # unsteered, clamp included
     assert set(spec.layers_used()) == {s.layer for s in plan.sites}
 
 
@@ -104,6 +105,7 @@ def test_tent_kernel_alphas():
     assert [x.layer for x in plan.sites] == [2, 3, 4, 5, 6, 7, 8]
     # d = |l - 4.5|: alpha = 1 - 0.5 * d / 2 inside the width, 0 beyond
     assert plan.alphas == pytest.approx([0.0, 0.625, 0.875, 0.875, 0.625, 0.0, 0.0])
+    assert plan.active == [False, True, True, True, True, False, False]  # outside the tent: off, not α = 0
     flat = s.materialize({"tent_peak_layer": 2, "tent_peak_alpha": 0.8, "tent_width": 6.0, "tent_floor": 1.0})
     assert flat.alphas == pytest.approx([0.8] * 7)
 
@@ -121,7 +123,7 @@ def test_controller_positions_and_decoding_choices():
     assert plan.sites == [Site(4, "head_add", "wedding", (1, 3), "generated")]
     assert plan.decoding == {"temperature": 0.7, "repetition_penalty": 1.2}
     assert plan.params["controller"] == "head_add"
-    assert s.baseline_params() == {"alpha_l4_wedding": 0.0, "controller": "add", "positions": "prompt",
+    assert s.baseline_params() == {"alpha_l4_wedding": None, "controller": "add", "positions": "prompt",
                                    "temperature": 0.0, "repetition_penalty": 1.1}
     assert s.heads_used() == {4: [1, 3]}
     with pytest.raises(SteeroptError, match="not one of"):
@@ -150,3 +152,27 @@ def test_grid():
                            "peak_alpha": {"low": 0, "high": 1}, "width": {"low": 1, "high": 2}}])
     assert tent.grid(5)["tent_peak_layer"] == [2, 3, 4, 5]
     assert tent.parameters()[0].integer
+
+
+CLAMP_TENT = {"vector": "wedding", "layers": [2, 8], "controller": "clamp", "peak_layer": {"low": 2, "high": 8},
+              "peak_alpha": {"low": 0.0, "high": 1.0}, "width": {"low": 1, "high": 3}}
+
+
+def test_clamp_at_alpha_zero_is_active_and_outside_the_tent_is_not():
+    # Bug 4: clamp at α=0 ablates, so α=0 cannot mean "off". Layers outside the tent are inactive sites;
+    # a clamp site at α=0 inside it is active and counts as steering.
+    s = space(kernels=[CLAMP_TENT], sites=[{**SITE, "layer": 10, "controller": "clamp"}])
+    plan = s.materialize({"tent_peak_layer": 5, "tent_peak_alpha": 0.0, "tent_width": 1.0, "tent_floor": 1.0,
+                          "alpha_l10_wedding": 0.0})
+    assert [x.layer for x in plan.sites] == [10, 2, 3, 4, 5, 6, 7, 8]
+    assert plan.active == [True, False, False, True, True, True, False, False]
+    assert plan.steered_sites() == [0, 3, 4, 5]
+    base = s.materialize(s.baseline_params())
+    assert base.active == [False] * 8 and base.steered_sites() == []
+    assert base.params["tent_peak_alpha"] is None and base.params["alpha_l10_wedding"] is None
+
+
+def test_none_is_only_allowed_for_strengths():
+    s = space(sites=[SITE], decoding={"temperature": {"low": 0.0, "high": 1.0}})
+    with pytest.raises(SteeroptError, match="temperature=None is not a finite number"):
+        s.materialize({"alpha_l4_wedding": 0.2, "temperature": None})

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from steeropt.errors import JudgeError
 from steeropt.evaluation.judges.cache import JudgeCache, cache_key
-from steeropt.evaluation.judges.config import JudgeSpec
+from steeropt.evaluation.judges.config import JudgeSpec, Rubric
 from steeropt.evaluation.judges.scoring import Rating, normalise
 
 
@@ -65,6 +65,18 @@ class Judge:
         """(rating, raw text) per request, same order."""
         raise NotImplementedError
 
+    def score_settings(self, rubric: Rubric) -> dict:
+        """Settings that change this rubric's scores: the rubric's own plus the judge's sampling settings.
+
+        A backend that ignores a sampling setting may leave it out (a needless key change only costs a
+        cache miss; a missing one would reuse a score made under other settings)."""
+        return {**rubric.score_settings(), "temperature": self.spec.temperature,
+                "top_logprobs": self.spec.top_logprobs}
+
+    def cache_key(self, req: JudgeRequest) -> str:
+        rubric = self.spec.rubrics[req.rubric]
+        return cache_key(self.identity, self.score_settings(rubric), rubric.messages(req.prompt, req.response, req.concept))
+
     def judge(self, requests: list[JudgeRequest]) -> list[JudgeResult]:
         """Rate every request; cached ones cost nothing, identical ones are judged once."""
         for r in requests:
@@ -73,7 +85,7 @@ class Judge:
                                  f"it has: {', '.join(self.spec.rubrics)}")
         ident = self.identity
         digests = {name: rb.digest() for name, rb in self.spec.rubrics.items()}
-        keys = [cache_key(ident, digests[r.rubric], r.prompt, r.response, r.concept) for r in requests]
+        keys = [self.cache_key(r) for r in requests]
         hits = self.cache.get_many(keys) if self.cache is not None else {}
         todo: dict[str, JudgeRequest] = {}
         for k, r in zip(keys, requests):

@@ -1,8 +1,11 @@
 """SQLite cache of judge results, shared by several workers (WAL mode, busy timeout).
 
-Keyed by judge identity (backend + model + base_url; never the API key), rubric digest, prompt,
-response and concept. Only real scores are stored: a missing result is not cached, so a later
-run retries it.
+Keyed by exactly what changes a score: the judge identity (backend + model + base_url, or the local
+model's hash; never the API key), the scoring settings (the rubric's scale, parse, answer_prefix,
+logprob settings, max_tokens and the judge's temperature and top_logprobs: `Judge.score_settings`)
+and the rendered messages (system + template filled with prompt, response, concept). Labels such as
+a rubric's description or style are not in the key. Only real scores are stored: a missing result
+is not cached, so a later run retries it.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ CREATE TABLE IF NOT EXISTS judgments (
 """
 
 
-def cache_key(identity: str, rubric_digest: str, prompt: str, response: str, concept: str) -> str:
-    blob = json.dumps([identity, rubric_digest, prompt, response, concept], ensure_ascii=False)
+def cache_key(identity: str, settings: dict, messages: list[dict]) -> str:
+    """Key of one judgment: the judge's identity, the settings that change a score, the rendered messages."""
+    blob = json.dumps([identity, settings, messages], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

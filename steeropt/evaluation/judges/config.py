@@ -10,19 +10,20 @@ Example:
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
+import json
 import re
 import string
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from steeropt.errors import SpecError
+from steeropt.specs import build
 
 PLACEHOLDERS = ("prompt", "response", "concept")
+# Rubric fields that change a score, apart from system/template (which reach the key rendered).
+SCORE_FIELDS = {"scale", "parse", "use_logprobs", "logprob_position", "min_valid_mass", "max_tokens", "answer_prefix"}
 
 
 class Scale(BaseModel):
@@ -92,9 +93,14 @@ class Rubric(BaseModel):
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         return msgs + [{"role": "user", "content": self.render(prompt, response, concept)}]
 
+    def score_settings(self) -> dict:
+        """The fields that change a score besides the rendered messages (not description or style)."""
+        return self.model_dump(include=SCORE_FIELDS)
+
     def digest(self) -> str:
-        """Hash of everything that changes a score: a changed rubric never reuses cached results."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """Hash of everything in the rubric that changes a score (recorded next to cached results)."""
+        blob = json.dumps(self.model_dump(include=SCORE_FIELDS | {"system", "template"}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class JudgeSpec(BaseModel):
@@ -135,87 +141,15 @@ class JudgeSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "JudgeSpec":
-        path = Path(path)
-        data = _read_yaml(path)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or None
-            raise SpecError(str(path), field, err["msg"]) from None
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _read_yaml(path: Path) -> dict:
-    """A spec file with `include:` applied (the shared spec loader when present, else a minimal one)."""
-    try:
-        from steeropt.specs.loader import read_spec_file
-    except ImportError:
-        read_spec_file = None
-    if read_spec_file is not None:
-        return read_spec_file(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SpecError(str(path), None, f"cannot read judge spec: {e}") from None
-    except yaml.YAMLError as e:
-        raise SpecError(str(path), None, f"invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise SpecError(str(path), None, "expected a mapping at the top level")
-    inc = data.pop("include", [])
-    base: dict = {}
-    for rel in [inc] if isinstance(inc, str) else inc:
-        base = _merge(base, _read_yaml(path.parent / rel))
-    return _merge(base, data)
-
-
-def _search_dirs(search_paths: list[Path] | None) -> list[Path]:
-    pkg = Path(__file__).resolve().parents[2]
-    dirs = [Path(p) for p in (search_paths or [])] + [Path.cwd() / "judges", pkg / "presets" / "judges",
-                                                    pkg.parent / "judges"]
-    return [d for d in dirs if d.is_dir()]
-
-
-def _fallback_load(ref: str | Path | dict, search_paths: list[Path] | None) -> JudgeSpec:
-    if isinstance(ref, dict):
-        try:
-            return JudgeSpec.model_validate(ref)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise SpecError(None, ".".join(map(str, err["loc"])) or None, err["msg"]) from None
-    ref_s = str(ref)
-    if ref_s.endswith((".yaml", ".yml")) or "/" in ref_s:
-        return JudgeSpec.from_yaml(ref_s)
-    names: dict[str, Path] = {}
-    for d in _search_dirs(search_paths):
-        for f in sorted(d.glob("*.y*ml")):
-            if f.name.endswith((".part.yaml", ".part.yml")):
-                continue
-            try:
-                data = yaml.safe_load(f.read_text())
-            except (OSError, yaml.YAMLError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("name"), str):
-                names.setdefault(data["name"], f)
-    if ref_s in names:
-        return JudgeSpec.from_yaml(names[ref_s])
-    close = difflib.get_close_matches(ref_s, list(names), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known judges: {', '.join(sorted(names)) or 'none'}"
-    raise SpecError(None, None, f"unknown judge '{ref_s}'{hint}")
+        """A judge spec file (with `include:`), through the project's spec loader."""
+        return load_judge_spec(Path(path))
 
 
 def load_judge_spec(ref: str | Path | dict | JudgeSpec, *, search_paths: list[Path] | None = None) -> JudgeSpec:
-    """A JudgeSpec from a name (the `name:` key in judges/*.yaml), a .yaml path, a mapping or a spec."""
+    """A JudgeSpec from a name (the `name:` key in judges/*.yaml), a .yaml path, a mapping or a spec.
+
+    Names, paths and includes go through steeropt.specs (loader -> index -> factory), like every other spec.
+    """
     if isinstance(ref, JudgeSpec):
         return ref
-    try:
-        from steeropt.specs import build
-    except ImportError:
-        return _fallback_load(ref, search_paths)
     return build("judge", ref, search_paths=search_paths)

@@ -57,6 +57,8 @@ def mean_ci(
     else:
         ci = stats.bootstrap((xs,), np.mean, n_resamples=n, confidence_level=level, method="BCa",
                              random_state=np.random.default_rng(seed)).confidence_interval
+        if not np.isfinite([ci.low, ci.high]).all():  # BCa undefined on degenerate resamples: t instead
+            ci = stats.ttest_1samp(xs, 0.0).confidence_interval(level)
     lo, hi = float(ci.low), float(ci.high)
     return (max(lo, 0.0), min(hi, 1.0)) if unit else (lo, hi)
 

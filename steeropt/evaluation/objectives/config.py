@@ -128,7 +128,7 @@ class Tier1Settings(_Spec):
     proxy_tau: float = Field(1.0, gt=0)  # coherency_proxy = exp(-max(0, surprisal_drift) / proxy_tau)
     # issue 11 (quality.py): the neutral context, and fluency_proxy = exp(-max(0, neutral_drift) / fluency_tau) * (1 - rep_3)
     neutral_instruction: str = "Write something."
-    fluency_tau: float = Field(1.0, gt=0)
+    fluency_tau: float = Field(2.0, gt=0)  # greedy own answers set the reference; fluent human text drifts ~1-3 nats
 
 
 class Bootstrap(_Spec):

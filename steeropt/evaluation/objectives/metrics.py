@@ -83,28 +83,37 @@ def degenerate_kind(
     return None
 
 
-_WORD = re.compile(r"\w")
+_REGEX_CHARS = set("?()[]{}|\\+^$")
 
 
 def compile_keywords(keywords: Iterable[str]) -> list[re.Pattern]:
-    """Case-insensitive regex patterns, anchored at a word start.
+    """Case-insensitive patterns for the keyword-hit metric.
 
-    Keywords are regexes (as in the study's `concept.keywords`). A pattern that starts with a word
-    character gets a leading \\b, so "wedd" matches "wedding" and "Wedded" but "ring" does not match
-    "string"; write a trailing \\b for whole words ("ring\\b"). A keyword written "re:<regex>" is used
-    exactly as written. Spaces in a keyword match any run of whitespace.
+    - a plain keyword is a whole word or phrase: "star" matches "star" and "Star", not "start" or "stars"
+      (list the forms you mean: "star", "stars"); spaces match any run of whitespace;
+    - `*` is a wildcard for the rest of a word, for stems: "astronom*" matches astronomy, astronomers;
+    - "re:<regex>" is used exactly as written (add \\b yourself), e.g. "re:\\bgalax(y|ies)\\b".
+    A plain keyword with regex characters (?()[]{}|\\+^$) is refused: write it as "re:..." or with `*`.
     """
     out = []
-    for kw in keywords:
-        if kw.startswith("re:"):
-            out.append(re.compile(kw[3:], re.IGNORECASE))
+    for raw in keywords:
+        if raw.startswith("re:"):
+            out.append(re.compile(raw[3:], re.IGNORECASE))
             continue
-        kw = kw.strip()
+        kw = raw.strip()
         if not kw:
             continue
-        body = re.sub(r" +", r"\\s+", kw)
-        left = r"\b" if _WORD.match(kw[0]) else ""
-        out.append(re.compile(left + body, re.IGNORECASE))
+        if not re.search(r"\w", kw):
+            raise ValueError(f"keyword {raw!r} has no letter or digit: it would match anything or nothing")
+        bad = sorted(set(kw) & _REGEX_CHARS)
+        if bad:
+            raise ValueError(f"keyword {raw!r}: plain keywords are whole words; {''.join(bad)!r} would be a "
+                             f"regular expression: write 're:{raw}', or a stem with * (e.g. 'astronom*')")
+        words = [r"\w*".join(map(re.escape, w.split("*"))) for w in kw.split()]
+        body = r"\s+".join(words)
+        left = r"\b" if re.match(r"\w", kw[0]) else ""  # no \b before "*ology" or "-"
+        right = r"\b" if re.match(r"\w", kw.rstrip("*")[-1:]) else ""
+        out.append(re.compile(left + body + right, re.IGNORECASE))
     return out
 
 

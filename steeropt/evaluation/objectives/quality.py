@@ -46,7 +46,7 @@ def neutral_surprisals(lm, samples: Sequence[Sample], *, instruction: str = NEUT
 
 
 def quality_metrics(neutral: float | None, surprisal: float | None, rep_3: float | None,
-                    ref: dict | None, tau: float = 1.0) -> dict:
+                    ref: dict | None, tau: float = 2.0) -> dict:
     """The five metrics of one sample from its neutral and prompt surprisals (same tokens) and rep_3.
 
     ref: {"neutral": mean neutral surprisal, "pmi": mean relevance PMI} of the unsteered baseline, or None.
@@ -70,7 +70,7 @@ def quality_reference(neutral: Sequence[float | None], surprisal: Sequence[float
 class Quality:
     """The quality metrics of many batches; caches every unsteered score (baselines repeat every trial)."""
 
-    def __init__(self, lm, *, instruction: str = NEUTRAL_INSTRUCTION, tau: float = 1.0, batch_size: int = 16):
+    def __init__(self, lm, *, instruction: str = NEUTRAL_INSTRUCTION, tau: float = 2.0, batch_size: int = 16):
         self.lm, self.instruction, self.tau, self.batch_size = lm, instruction, tau, batch_size
         self._neutral: dict = {}
         self._prompted: dict = {}  # (prompt_ids, token_ids) -> surprisal given the prompt (baseline only)

@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from steeropt.errors import JudgeError
-from steeropt.evaluation.objectives.aggregate import bootstrap_ci, harmonic_mean, mean, scalarize
+from steeropt.evaluation.objectives.aggregate import harmonic_mean, mean, mean_ci, scalarize
 from steeropt.evaluation.objectives.config import PROMPT_METRICS, TIER1_METRICS, ObjectiveSpec, compare
 from steeropt.evaluation.objectives.gates import audit_draw, gate_reasons
 from steeropt.evaluation.objectives.tier1 import ConceptInfo, Tier1
 from steeropt.types import InterventionPlan, Sample
+
+# Per-sample metrics that are scores or rates in [0, 1] (0/1 data of these get a Wilson interval).
+UNIT_METRICS = ("rep_3", "rep_4", "distinct_1", "distinct_2", "keyword_hit", "degenerate", "coherency_proxy")
 
 
 @dataclass
@@ -30,7 +33,7 @@ class TrialResult:
 
     plan_index: int
     values: dict[str, float | None]  # every trial value: scores, hm, tier-1 means, shares, scalar
-    intervals: dict[str, tuple[float, float] | None]  # bootstrap intervals of per-sample means
+    intervals: dict[str, tuple[float, float] | None]  # intervals of per-sample means (aggregate.mean_ci)
     objectives: dict[str, float | None]  # just the spec's objectives, by name
     constraints: dict[str, float | None]  # "coherency>=0.5" -> violation (<= 0 satisfied), Optuna's convention
     feasible: bool | None
@@ -158,7 +161,7 @@ class ObjectiveStack:
         return rec
 
     def _values(self, recs: list[dict]) -> tuple[dict, dict]:
-        """Trial values and bootstrap intervals of a group of sample records."""
+        """Trial values and confidence intervals of a group of sample records."""
         b = self.spec.bootstrap
         per_sample: dict[str, list] = {k: [r["scores"][k] for r in recs] for k in self.spec.scores}
         per_sample["hm"] = [r["hm"] for r in recs]
@@ -166,7 +169,8 @@ class ObjectiveStack:
             if k not in per_sample:
                 per_sample[k] = [r["metrics"].get(k) for r in recs]
         values = {k: mean(v) for k, v in per_sample.items()}
-        intervals = {k: bootstrap_ci(v, n=b.n, level=b.level, seed=b.seed) for k, v in per_sample.items()}
+        unit = {*self.spec.scores, "hm", *UNIT_METRICS}
+        intervals = {k: mean_ci(v, n=b.n, level=b.level, seed=b.seed, unit=k in unit) for k, v in per_sample.items()}
         n = len(recs)
         values["keyword_rate"], intervals["keyword_rate"] = values["keyword_hit"], intervals["keyword_hit"]
         values["degenerate_rate"] = values["degenerate"]

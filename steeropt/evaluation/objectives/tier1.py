@@ -2,7 +2,7 @@
 
 Usable alone (benchmarks, notebooks):
 
-    concept = ConceptInfo("wedding", "weddings and marriage", keywords=["wedding", "re:\\\\bbrid(e|al)\\\\w*"])
+    concept = ConceptInfo("wedding", "weddings and marriage", keywords=["wedding*", "re:\\\\bbrid(e|al)\\\\w*"])
     rows = Tier1(lm, concept).compute(samples, plans, baseline=baseline, vectors=vectors)
     rows[0]["rep_3"], rows[0]["surprisal_drift"], rows[0]["kl"]
 """
@@ -51,8 +51,8 @@ class Tier1:
         self.settings = settings or Tier1Settings()
         try:
             self.patterns = M.compile_keywords(concept.keywords)
-        except re.error as e:
-            raise SteeroptError(f"concept '{concept.name}': invalid keyword regex: {e}") from None
+        except (re.error, ValueError) as e:  # a bad "re:" regex, or regex characters in a plain keyword
+            raise SteeroptError(f"concept '{concept.name}': invalid keyword: {e}") from None
         self.stop = stop_ids(lm)
         self._base_surprisal: dict[tuple, float | None] = {}  # (prompt_ids, token_ids) -> surprisal
         self._completion_cache: dict = {}

@@ -326,13 +326,8 @@ class Optimizer(abc.ABC):
 
     @property
     def best(self) -> list[FrozenTrial]:
-        """Feasible, complete, non-dominated trials (one best trial for a single objective)."""
-        from steeropt.report.pareto import non_dominated
-
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        feasible = [all(v <= 0 for v in t.constraints.values()) for t in done]
-        idx = non_dominated([t.values for t in done], [d for _, d in self.objectives], feasible)
-        return [done[i] for i in idx]
+        """Feasible, complete, non-dominated trials (Optuna's study.best_trials: constraints <= 0 feasible)."""
+        return self.study.best_trials
 
     def trials_dataframe(self):
         """All trials as a pandas DataFrame (params, values, user attrs incl. failed_reason, states)."""
