@@ -113,11 +113,22 @@ def save(path: str | Path, calibrators: dict[str, Calibrator], meta: dict) -> No
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def find(path: str | Path) -> Path:
+    """A calibration file as given, else by that name in the objectives search path (./objectives, presets)."""
+    from steeropt.specs import search_dirs
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    for d in search_dirs("objective"):
+        if (d / p).is_file():
+            return d / p
+    raise SteeroptError(f"calibration file '{p}' not found (also looked in the objectives folders)")
+
+
 def load(path: str | Path, axis: str) -> Calibrator:
     """The fitted map of one axis from a calibration file; bad files name the file and what is wrong."""
-    p = Path(path)
-    if not p.is_file():
-        raise SteeroptError(f"calibration file '{p}' not found")
+    p = find(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
         d = data["axes"][axis]

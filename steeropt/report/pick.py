@@ -42,6 +42,7 @@ class Candidate:
     dose: float | None
     n_sites: int
     alpha_sum: float
+    values: dict = field(default_factory=dict)  # every per-family value of the trial (for other constraints)
 
     @property
     def robust_for(self):
@@ -136,7 +137,7 @@ def family_candidates(trials, family: str, maximize: str, coherency: str, space)
         on = plan.steered_sites()  # active sites that act: a clamp at α=0 ablates, so it counts
         out.append(Candidate(t.number, dict(t.params), float(v), _tuple(ivs.get(maximize)), float(c),
                              _tuple(ivs.get(coherency)), vals.get("kl"),
-                             len(on), sum(abs(float(plan.alphas[i])) for i in on)))
+                             len(on), sum(abs(float(plan.alphas[i])) for i in on), dict(vals)))
     return out
 
 
@@ -144,13 +145,20 @@ def _tuple(x):
     return tuple(float(v) for v in x[:2]) if x else None
 
 
-def choose(cands: list[Candidate], tau: float, share: float = 0.9) -> FamilyPick:
-    """Steps 1-5 of the module docstring, for one family's candidates."""
+def choose(cands: list[Candidate], tau: float, share: float = 0.9, others: tuple = ()) -> FamilyPick:
+    """Steps 1-5 of the module docstring, for one family's candidates.
+
+    others: the objective's other constraints as (name, op, value), e.g. ("relevance", ">=", 0.5): a candidate
+    must meet them too (on its family values; a missing value does not meet a constraint)."""
+    from steeropt.evaluation.objectives.config import compare
+
     pick = FamilyPick(family="", status="no_deployable_setting")
-    eligible = [c for c in cands if c.coherency >= tau]
+    meets = [c for c in cands if all(c.values.get(n) is not None and compare(c.values[n], op, v) for n, op, v in others)]
+    eligible = [c for c in meets if c.coherency >= tau]
     if not eligible:
-        pick.reason = (f"no setting reaches coherency >= {tau:g} on the selection prompts "
-                       f"({len(cands)} candidates; best coherency "
+        also = "".join(f" and {n} {op} {v:g}" for n, op, v in others)
+        pick.reason = (f"no setting reaches coherency >= {tau:g}{also} on the selection prompts "
+                       f"({len(cands)} candidates, {len(meets)} meet{also or ' no other constraint'}; best coherency "
                        f"{max((c.coherency for c in cands), default=float('nan')):.2f})")
         pick.closest = [c.brief() for c in sorted(cands, key=lambda c: (-c.coherency, -c.value))[:3]]
         return pick
@@ -195,6 +203,8 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
     if min_coherency is None:
         cons = [c for c in objective.constraints if c.name == coherency and c.op == ">="]
         min_coherency = cons[0].value if cons else 0.5
+    # the objective's other constraints (e.g. relevance >= τ) hold for a deployable setting too
+    others = tuple((c.name, c.op, c.value) for c in objective.constraints if c.name not in (coherency, maximize))
     if not 0 < share <= 1:
         raise SteeroptError(f"--share must be in (0, 1], got {share}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -216,7 +226,7 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
         raise SteeroptError(f"unknown prompt famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; the study has {list(splits)}")
     result = PickResult(spec.name, maximize, coherency, float(min_coherency), share, {})
     for fam in names:
-        p = choose(family_candidates(trials, fam, maximize, coherency, space), float(min_coherency), share)
+        p = choose(family_candidates(trials, fam, maximize, coherency, space), float(min_coherency), share, others)
         p.family = fam
         p.selection_prompts = [t for f, t in used if f == fam]
         p.held_out_prompts = list(splits[fam].held_out)

@@ -2,6 +2,8 @@
 the study records about itself (params, tags, resolved spec) in MLflow."""
 from __future__ import annotations
 
+import hashlib
+
 import platform
 import re
 from pathlib import Path
@@ -135,6 +137,32 @@ def run_params(study) -> dict:
 def run_tags(study) -> dict:
     return {"steeropt.model_sha256": study.lm.sha256, "steeropt.spec": study.spec.source,
             "steeropt.concept": study.spec.concept.name}
+
+
+def judge_card(study) -> dict:
+    """What scored the study and how far to trust it: per score its source (judge rubric with its hash, cheap
+    metric, or calibration file with the held-out agreement recorded in it), the judge model and its sha256."""
+    import yaml
+
+    from steeropt.evaluation import calibration
+
+    judge = study.judge
+    card = {"objective": study.objective.name, "judge": judge.identity if judge else None, "scores": {}}
+    for name, src in study.objective.scores.items():
+        if src.rubric is not None:
+            rubric = study.judge_spec.rubrics[src.rubric]
+            card["scores"][name] = {"rubric": src.rubric, "rubric_sha": rubric.digest()}
+        elif src.calibrated is not None:
+            path = calibration.find(src.calibrated)
+            data = yaml.safe_load(path.read_text()) or {}
+            ev = data.get("evaluation") or {}
+            card["scores"][name] = {"calibrated": str(src.calibrated), "axis": src.axis,
+                                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+                                    "fitted_on": data.get("labels"), "agreement_method": ev.get("method"),
+                                    "agreement_on": ev.get("test"), "agreement": ev.get(src.axis)}
+        else:
+            card["scores"][name] = {"metric": src.metric}
+    return card
 
 
 def resolved_yaml(study) -> str:

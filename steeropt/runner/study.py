@@ -23,7 +23,7 @@ from steeropt.engine.generation import Decoding, Generator
 from steeropt.engine.interventions import raw_alphas
 from steeropt.errors import JudgeError, SteeroptError
 from steeropt.runner.parts import (build_vectors, check_storage, make_study_judge, package_versions, redact,
-                                   resolved_yaml, run_params, run_tags, site_names, trial_prompts)
+                                   judge_card, resolved_yaml, run_params, run_tags, site_names, trial_prompts)
 from steeropt.runner.tracking import samples_file
 from steeropt.specs import StudySpec, build
 from steeropt.types import InterventionPlan
@@ -90,7 +90,11 @@ class Study:
 
             self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, spec.name)
             # the parent run before the study storage: a tracker that refuses writes leaves the storage untouched
-            self.tracker.start(run_params(self), run_tags(self), {"study.yaml": resolved_yaml(self)})
+            import json
+
+            card = judge_card(self)  # which scorer, and its agreement with held-out labels, travels with results
+            self.tracker.start(run_params(self), run_tags(self), {"study.yaml": resolved_yaml(self),
+                                                                  "judge_card.json": json.dumps(card, indent=1)})
         self.optimizer = make_optimizer(
             spec.optimizer.name, space=self.space, objectives=self.stack.objectives,
             constraints=self.stack.constraints, storage=spec.storage, study_name=spec.name, seed=spec.seed,

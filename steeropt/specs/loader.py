@@ -17,6 +17,7 @@ import yaml
 from steeropt.errors import SpecError
 
 FRAGMENT_SUFFIXES = (".part.yaml", ".part.yml")  # shared templates: includable, never indexed
+DATA_SUFFIXES = (".calibration.yaml",)  # data a spec names by file (judge calibrations): never indexed
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
@@ -40,7 +41,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def is_fragment(path: Path) -> bool:
-    return path.name.endswith(FRAGMENT_SUFFIXES)
+    return path.name.endswith(FRAGMENT_SUFFIXES + DATA_SUFFIXES)
 
 
 def read_yaml(path: Path) -> dict:

@@ -175,3 +175,25 @@ def test_malformed_spec_exit_2_names_file_and_writes_nothing(case, tmp_path):
     if expected.get("field"):
         assert expected["field"] in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no storage, no mlflow.db, no runs/
+
+
+def test_three_axis_quickstart_objective_and_its_judge_card(make_spec, embedded, tmp_path):
+    """The quickstart objective (calibrated cheap tier, no judge) scores every trial on concept, coherency
+    (fluency) and relevance; the parent run carries a judge card naming each scorer and its held-out agreement."""
+    import json
+
+    from mlflow import MlflowClient
+
+    path = make_spec(name="three-axis", objective="quickstart", optimizer={"name": "grid", "settings": {"grid_size": 2}},
+                     budget={"trials": 2, "batch_size": 2, "prompts_per_trial": 2})
+    study, df = run_study(path, embedded)
+    assert set(df["state"]) == {"COMPLETE"}
+    assert df["concept"].between(0, 1).all() and df["coherency"].between(0, 1).all()
+    assert df["value.relevance"].between(0, 1).all()
+    parent, _ = study_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "three-axis")
+    card = json.loads(Path(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").download_artifacts(
+        parent.info.run_id, "judge_card.json", str(tmp_path))).read_text())
+    assert card["judge"] is None and set(card["scores"]) == {"concept", "coherency", "relevance"}
+    rel = card["scores"]["relevance"]
+    assert rel["calibrated"] == "cheap-v1.calibration.yaml" and rel["axis"] == "relevance"
+    assert rel["agreement_on"].endswith("test.jsonl") and rel["agreement"]["spearman"] > 0.6

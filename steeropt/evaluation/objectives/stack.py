@@ -120,12 +120,15 @@ class ObjectiveStack:
         unscored: list[str] = []
         judge_scores = {k: r.score for k, r in judged.items()}
         for name, src in spec.scores.items():
-            if filtered:
-                if name in spec.filtered_score:
-                    scores[name] = spec.filtered_score[name]
-                else:
-                    scores[name] = None
-                    unscored.append(name)
+            if filtered and name in spec.filtered_score:
+                scores[name] = spec.filtered_score[name]
+                continue
+            # a filtered sample is never judged, but scores that need no judge cost nothing and stay measured
+            # (broken text can still be on-concept; its floored coherency keeps it infeasible)
+            needs_judge = src.rubric is not None or (name in self.calibrated and self.calibrated[name].rubric)
+            if filtered and needs_judge:
+                scores[name] = None
+                unscored.append(name)
                 continue
             if name in self.calibrated:  # issue 11
                 cal = self.calibrated[name]
