@@ -18,9 +18,11 @@ from pathlib import Path
 
 from steeropt.errors import SteeroptError
 
-STUDY_TAG = "steeropt.runner.study"
+STUDY_TAG = "steeropt.study"  # an MLflow tag name: stable across releases (resume finds old runs)
 TRIAL_TAG = "steeropt.trial"
 KIND_TAG = "steeropt.kind"
+# bounded HTTP retries for study-artifact refreshes (MLflow reads these at each request)
+_ARTIFACT_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def _client(tracking_uri: str | None):
@@ -193,8 +195,22 @@ class Tracker:
         self.client.log_batch(self.parent_id, metrics=[Metric(k, v, now, step) for k, v in _finite_metrics(metrics).items()])
 
     def log_files(self, paths: list[str | os.PathLike], artifact_path: str | None = None) -> None:
-        for p in paths:
-            self.client.log_artifact(self.parent_id, str(p), artifact_path)
+        """Refresh the study's files on the parent run. They are rewritten after every batch, so a failed
+        upload is only a stale copy until the next one: warn and go on. MLflow's default HTTP retries
+        (7, up to 120 s each) can stall a worker for many minutes on one upload; these get 2 x 30 s."""
+        import logging
+
+        saved = {k: os.environ.get(k) for k in _ARTIFACT_HTTP}
+        os.environ.update(_ARTIFACT_HTTP)
+        try:
+            for p in paths:
+                self.client.log_artifact(self.parent_id, str(p), artifact_path)
+        except Exception as exc:  # noqa: BLE001  (any transport error: the next refresh tries again)
+            logging.getLogger(__name__).warning("study artifacts not refreshed in MLflow: %s: %s",
+                                                type(exc).__name__, str(exc)[:200])
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_id:
