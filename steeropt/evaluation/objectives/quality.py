@@ -73,27 +73,20 @@ class Quality:
     def __init__(self, lm, *, instruction: str = NEUTRAL_INSTRUCTION, tau: float = 2.0, batch_size: int = 16):
         self.lm, self.instruction, self.tau, self.batch_size = lm, instruction, tau, batch_size
         self._neutral: dict = {}
-        self._prompted: dict = {}  # (prompt_ids, token_ids) -> surprisal given the prompt (baseline only)
 
-    def _prompt_surprisals(self, samples: Sequence[Sample]) -> list[float | None]:
-        keys = [(tuple(x.prompt_ids), tuple(x.token_ids)) for x in samples]
-        todo = sorted({k for k in keys if k not in self._prompted})
-        lps = token_logprobs(self.lm, [Row(list(p), list(t)) for p, t in todo], batch_size=self.batch_size)
-        for k, lp in zip(todo, lps):
-            m = mean_logprob(lp)
-            self._prompted[k] = None if m is None else -m
-        return [self._prompted[k] for k in keys]
-
-    def reference(self, baseline: Sequence[Sample]) -> dict:
-        return quality_reference(self.neutral(baseline), self._prompt_surprisals(baseline))
+    def reference(self, baseline: Sequence[Sample], surprisals: Sequence[float | None]) -> dict:
+        """surprisals: the baseline samples' unsteered surprisals given their prompts (Tier1 caches them)."""
+        return quality_reference(self.neutral(baseline), surprisals)
 
     def neutral(self, samples: Sequence[Sample]) -> list[float | None]:
         return neutral_surprisals(self.lm, samples, instruction=self.instruction, batch_size=self.batch_size,
                                   cache=self._neutral)
 
     def compute(self, samples: Sequence[Sample], surprisals: Sequence[float | None], rep3s: Sequence[float | None],
-                baseline: Sequence[Sample] | None = None) -> list[dict]:
-        """Per sample the QUALITY_METRICS; `surprisals` are the samples' unsteered surprisals given their prompts."""
-        ref = self.reference(baseline) if baseline else None
+                baseline: Sequence[Sample] | None = None,
+                baseline_surprisals: Sequence[float | None] | None = None) -> list[dict]:
+        """Per sample the QUALITY_METRICS; `surprisals` (and `baseline_surprisals`, one per baseline sample) are
+        unsteered surprisals given the prompts."""
+        ref = self.reference(baseline, baseline_surprisals) if baseline else None
         return [quality_metrics(n, s, r, ref, self.tau)
                 for n, s, r in zip(self.neutral(samples), surprisals, rep3s)]

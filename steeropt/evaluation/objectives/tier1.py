@@ -124,7 +124,9 @@ class Tier1:
             m["coherency_proxy"] = None if drift is None else math.exp(-max(0.0, drift) / s.proxy_tau)
             m.update(preference=None, preference_base=None, utility=None)
         # issue 11: quality metrics from the same unsteered surprisals (quality.py)
-        for m, q in zip(out, self.quality.compute(samples, [m["surprisal"] for m in out], [m["rep_3"] for m in out], baseline)):
+        base_sur = [self._base_surprisal[(tuple(b.prompt_ids), tuple(b.token_ids))] for b in baseline] if baseline else None
+        for m, q in zip(out, self.quality.compute(samples, [m["surprisal"] for m in out], [m["rep_3"] for m in out],
+                                                  baseline, base_sur)):
             m.update(q)
         c = self.concept
         if steered and c.positive_completions and c.negative_completions:
