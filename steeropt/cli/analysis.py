@@ -9,31 +9,39 @@ from steeropt.cli._app import app, out
 from steeropt.errors import SteeroptError
 
 
-def _taus(text: str) -> tuple[float, ...]:
+def _taus(text: str, option: str = "--taus") -> tuple[float, ...]:
     try:
         vals = tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise SteeroptError(f"--taus must be comma-separated numbers, got '{text}'") from None
+        raise SteeroptError(f"{option} must be comma-separated numbers, got '{text}'") from None
     if not vals:
-        raise SteeroptError("--taus is empty")
+        raise SteeroptError(f"{option} is empty")
     return vals
 
 
 @app.command()
 def compare(studies: List[str] = typer.Argument(..., help="two or more study names or files"),
             force: bool = typer.Option(False, help="compare even if prompts / judge / objective differ"),
-            taus: str = typer.Option("0.3,0.4,0.5,0.6,0.7", help="coherency thresholds for the best-concept table"),
+            taus: str = typer.Option("0.3,0.4,0.5,0.6,0.7", help="coherency (and relevance) thresholds for the best-concept figures"),
+            kl: str = typer.Option("0.25,0.5,1,2", help="KL doses (nats) for the matched-dose rows"),
             out_dir: Optional[str] = typer.Option(None, "--out", help="artifact directory (default runs/compare-...)"),
             name: Optional[str] = typer.Option(None, help="name of the comparison run"),
             experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the first study's)"),
-            track: bool = typer.Option(True, help="log the comparison to MLflow")):
-    """Fronts of several studies on one plot, hypervolume with a bootstrap band, best concept at coherency >= τ."""
+            track: bool = typer.Option(True, help="log the comparison to MLflow"),
+            as_json: bool = typer.Option(False, "--json", help="print the result as JSON (nothing else on stdout)")):
+    """Fronts of several studies on one plot; hypervolume, best concept at coherency >= τ, paired differences
+    on the shared prompts (clear at 95% or not) and matched-dose rows."""
+    import json
+
     from rich.table import Table
 
     from steeropt.report.compare import compare as run_compare
 
     cmp = run_compare(studies, force=force, taus=_taus(taus), out_dir=out_dir, track=track, experiment=experiment,
-                      name=name)
+                      name=name, kl_levels=_taus(kl, "--kl"))
+    if as_json:
+        print(json.dumps(cmp.to_dict(), indent=1))
+        return
     t = Table(title="controller comparison (selection prompts; HV reference = worst end of each [0, 1] objective)")
     for col in ("study", "controller", "trials", "front", "hypervolume [95% band]", *[f"best @ coh≥{x:g}" for x in cmp.taus]):
         t.add_column(col, overflow="fold", min_width=6)
@@ -48,11 +56,22 @@ def compare(studies: List[str] = typer.Argument(..., help="two or more study nam
             cells.append("—" if v is None or v != v else f"{v:.2f} ({a})")
         t.add_row(r["study"], r["controller"], f"{r['complete']}/{r['trials']}", str(r["front_size"]), hv, *cells)
     out.print(t)
+    if cmp.paired:
+        p = Table(title=f"paired differences a − b (bootstrap over the {cmp.paired['prompts']} shared prompts; "
+                        "clear = 95% interval excludes 0)")
+        for col in ("a", "b", "figure", "a − b [95%]", "clear"):
+            p.add_column(col, overflow="fold")
+        for r in cmp.paired["pairs"]:
+            if "@kl" in r["figure"] or r["diff"] is None:
+                continue
+            p.add_row(r["a"], r["b"], r["figure"], f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]",
+                      "[bold]yes[/]" if r["clear"] else "no")
+        out.print(p)
     for d in cmp.differences:
         out.print(f"[yellow]forced:[/] {d}")
     for d in cmp.notes:
         out.print(f"note: {d}")
-    out.print(f"artifacts: {cmp.files[0].parent}/ (compare.png, compare.html, dose.png, table.md)"
+    out.print(f"artifacts: {cmp.files[0].parent}/ (compare.png, dose.png, table.md, paired.csv, matched.csv)"
               + (f"; MLflow run {cmp.run_id}" if cmp.run_id else ""))
 
 
@@ -60,37 +79,83 @@ def compare(studies: List[str] = typer.Argument(..., help="two or more study nam
 def pick(study: str = typer.Argument(..., help="study name or file"),
          min_coherency: Optional[float] = typer.Option(None, help="τ: coherency the setting must keep (default: the objective's constraint)"),
          maximize: Optional[str] = typer.Option(None, help="value to maximise (default: the concept objective); e.g. hm, scalar"),
-         share: float = typer.Option(0.9, help="sweet spot: settings within this share of the best"),
+         concept_target: float = typer.Option(0.5, help="sweet spot: fitted concept at least this"),
+         share: float = typer.Option(0.9, help="larger spaces (no fit): sweet spot = trials within this share of the best"),
          held_out: bool = typer.Option(True, help="re-evaluate the chosen settings on the held-out prompts"),
          repeats: int = typer.Option(1, min=1, help="samples per held-out prompt when decoding samples"),
          family: Optional[List[str]] = typer.Option(None, help="only these families (default: all)"),
          out_dir: Optional[str] = typer.Option(None, "--out", help="profile directory (default profiles/<study>)"),
-         gguf: bool = typer.Option(True, help="also write llama.cpp control vectors for add settings")):
-    """Choose a setting per prompt family on the selection prompts, report it on held-out prompts, export a profile."""
-    from rich.table import Table
+         gguf: bool = typer.Option(True, help="also write llama.cpp control vectors for add settings"),
+         as_json: bool = typer.Option(False, "--json", help="print the result as JSON (nothing else on stdout)")):
+    """Choose a setting per prompt family from the dose-response fits (selection prompts), confirm it on held-out
+    prompts against the unsteered model, export a profile."""
+    import json
 
     from steeropt.report.pick import pick as run_pick
     from steeropt.specs import build
 
     target = out_dir or f"profiles/{build('study', study).name}"
     res = run_pick(study, min_coherency=min_coherency, maximize=maximize, share=share, held_out=held_out,
-                   repeats=repeats, out=target, gguf=gguf, families=family or None)
-    t = Table(title=f"'{res.study}': maximise {res.maximize} with {res.coherency} ≥ {res.min_coherency:g} "
-                    f"(chosen on selection prompts, reported on held-out prompts)")
-    for col in ("family", "setting", "robust", "selection", "held-out", "unsteered held-out", f"sweet spot (≥{share:g}·best)"):
-        t.add_column(col, overflow="fold")
-    for r in res.table_rows():
-        t.add_row(r["family"], r["setting"], "" if r["robust"] is None else ("yes" if r["robust"] else "point only"),
-                  r["selection"], r["held_out"], r["unsteered"], r["sweet_spot"])
-    out.print(t)
+                   repeats=repeats, out=target, gguf=gguf, families=family or None, concept_target=concept_target)
+    if as_json:
+        print(json.dumps(res.to_dict(), indent=1))
+        return
+    _print_pick(res)
+
+
+def _print_pick(res) -> None:
+    """One block per family (readable at 100 columns): status, setting, sweet spot, selection / held-out /
+    unsteered values, and where the prompts and curves are."""
+    from rich.table import Table
+
+    cons = " and ".join(f"{n} {op} {v:g}" for n, op, v in res.constraints)
+    out.print(f"[bold]{res.study}[/]: maximise {res.maximize} with {cons}; chosen on selection prompts, "
+              f"reported on held-out prompts (deployable = held-out {res.maximize} beats unsteered with "
+              "non-overlapping 95% intervals and meets every constraint)", highlight=False)
+    shown = [res.maximize, *(n for n, _, _ in res.constraints)]
     for f, p in res.families.items():
-        if p.status != "ok" and p.closest:
-            out.print(f"[yellow]{f}: no deployable setting[/]; closest candidates: "
-                      + "; ".join(f"trial {c['trial']} ({c['params']}) {res.maximize}={c['value']:.2f} "
-                                  f"coherency={c['coherency']:.2f}" for c in p.closest))
+        ok = p.status == "ok"
+        head = "[green]deployable[/]" if ok else "[yellow]no deployable setting[/]"
+        c = p.chosen
+        setting = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in c.params.items()) if c else "—"
+        out.print(f"\n[bold]{f}[/]: {head} — {setting}  (from {p.source}{', robust' if p.robust else ''})", highlight=False)
+        if p.reason:
+            out.print(f"  why: {p.reason}", highlight=False)
+        spot = p.sweet_spot or {}
+        if "interval" in spot:
+            if spot["interval"]:
+                (a, b), ci = spot["interval"], spot.get("interval_ci")
+                ends = f"; ends [{ci[0][0]:.3g}, {ci[0][1]:.3g}] and [{ci[1][0]:.3g}, {ci[1][1]:.3g}]" if ci else ""
+                out.print(f"  sweet spot ({res.maximize} ≥ {spot['target']:g}, constraints met): [{a:.3g}, {b:.3g}], "
+                          f"width {spot['width']:.3g} [{spot['width_ci'][0]:.3g}, {spot['width_ci'][1]:.3g}]{ends}; "
+                          f"P(empty) {spot['p_empty']:.2f}", highlight=False)
+            else:
+                out.print(f"  sweet spot: empty (P(empty) {spot.get('p_empty', 1.0):.2f}) — {spot.get('reason', '')}",
+                          highlight=False)
+        t = Table(show_edge=False, pad_edge=False, box=None)
+        t.add_column("")
+        for n in shown:
+            t.add_column(n, justify="right")
+        if c is not None:
+            src = "selection (fresh prompts)" if p.reevaluated else ("selection (fit)" if p.source == "fit" else "selection")
+            t.add_row(src, *[_vci(c.values.get(n), c.intervals.get(n)) for n in shown])
+        if p.held_out:
+            t.add_row(f"held-out ({len(p.held_out_prompts)} prompts)", *[_vci(*p.held_out.get(n, (None, None))) for n in shown])
+            t.add_row("unsteered held-out", *[_vci(*p.unsteered_held_out.get(n, (None, None))) for n in shown])
+        out.print(t)
+        if p.held_out_prompts:
+            out.print("  held-out prompts: " + "; ".join(p.held_out_prompts[:3])
+                      + (f"; … ({len(p.held_out_prompts)} in all, see pick.json)" if len(p.held_out_prompts) > 3 else ""),
+                      highlight=False)
     if res.profile:
-        out.print(f"profile: {res.profile}/profile.yaml  (try: steeropt generate --profile {res.profile} "
-                  f"--family {next(iter(res.families))} \"your prompt\")")
+        out.print(f"\nprofile: {res.profile}/profile.yaml; curves: {res.profile}/dose_fits.png; every prompt and "
+                  f"value: {res.profile}/pick.json", highlight=False)
+
+
+def _vci(v, ci) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None else "")
 
 
 @app.command()
@@ -114,3 +179,32 @@ def generate(prompt: List[str] = typer.Argument(..., help="one or more prompts")
         out.print(f"[bold green]steered ({family}):[/] {t.strip()}")
         if base is not None:
             out.print(f"[bold]unsteered:[/] {base[i].strip()}")
+
+
+@app.command()
+def plan(study: str = typer.Argument(..., help="study name or file"),
+         effect: float = typer.Option(0.15, help="the smallest score difference the study must be able to tell apart"),
+         source: Optional[List[str]] = typer.Option(None, "--from", help="earlier studies (same objective) to take the spread from"),
+         pilot: bool = typer.Option(False, help="measure the spread with a short pilot on the model instead"),
+         as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
+    """Before running: the interval widths the budget buys per decision, and a warning where it cannot separate
+    differences of --effect (spread from earlier trials or a pilot)."""
+    import json
+
+    from rich.table import Table
+
+    from steeropt.report.power import power_plan
+
+    res = power_plan(study, effect=effect, sources=tuple(source or ()), pilot=pilot)
+    if as_json:
+        print(json.dumps(res, indent=1))
+        return
+    t = Table(title=f"'{res['study']}': what the budget can tell apart (spread from {res['spread_source']})")
+    for col in ("decision", "axis", "samples", "sd", "95% ± (mean)", "smallest clear difference", f"≤ {effect:g}?"):
+        t.add_column(col, overflow="fold")
+    for r in res["rows"]:
+        t.add_row(r["decision"], r["axis"], str(r["n"]), f"{r['sd']:.2f}", f"{r['half_width']:.2f}", f"{r['mde']:.2f}",
+                  "yes" if r["ok"] else f"[yellow]no[/] (needs ~{r['need_n']})")
+    out.print(t)
+    for w in res["warnings"]:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -1,6 +1,13 @@
-"""CLI commands for studies: `sweep`, `run`, `worker`, `status`, `validate`, `list`."""
+"""CLI commands for studies: `sweep`, `run`, `worker`, `status`, `validate`, `list`.
+
+Output fits the terminal: cells never wrap mid-word; a value too long for its column (a storage URL, a path)
+is elided in the middle. When stderr is not a terminal (CI, nohup, a log file), `run` and `worker` print one
+plain log line per finished batch instead of a progress bar.
+"""
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -8,47 +15,185 @@ import typer
 from steeropt.cli._app import app, console, out
 from steeropt.errors import SteeroptError
 
+SEPARATORS = "/ :,"  # where an elided value is preferably cut (path, URL and word boundaries)
+
+
+def elide(text: str, width: int) -> str:
+    """`text` shortened to `width` by dropping its middle ("sqlite:////home/…/steeropt.db"), cut at separators
+    when that keeps most of it."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    if width < 5:
+        return text[:width]
+    head, tail = width // 2, (width - 1) // 2  # one character for the "…"
+    h = text[:head]
+    cut = max(h.rfind(s) for s in SEPARATORS)
+    if cut >= 0.6 * head:
+        h = h[:cut + 1]
+    t = text[len(text) - tail:]
+    cut = min([i for i in (t.find(s) for s in SEPARATORS) if i >= 0], default=-1)
+    if 0 <= cut <= 0.4 * tail:
+        t = t[cut:]
+    return f"{h}…{t}"
+
+
+def fit_table(headers: list[str], rows: list[list[str]], *, width: int | None = None, title: str | None = None,
+              wrap: tuple[int, ...] = ()):
+    """A rich Table that fits `width` (default: the terminal). Cells never wrap mid-word: the widest columns
+    are elided in the middle until it fits; columns in `wrap` (free text) wrap at spaces instead."""
+    from rich.table import Table
+
+    width = width or out.width
+    lens = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    free = [i for i in range(len(headers)) if i not in wrap]
+    overhead = 3 * len(headers) + 1  # borders and padding
+    budget = width - overhead - sum(min(lens[i], 24) for i in wrap)
+    while sum(lens[i] for i in free) > budget and max((lens[i] for i in free), default=0) > 6:
+        widest = max(free, key=lambda i: lens[i])
+        lens[widest] -= 1
+    table = Table(title=elide(title, width) if title else None, title_justify="left")
+    for i, h in enumerate(headers):
+        if i in wrap:
+            table.add_column(h, overflow="fold", ratio=1)
+        else:
+            table.add_column(elide(h, lens[i]), no_wrap=True, min_width=min(lens[i], len(h)))
+    for r in rows:
+        table.add_row(*[str(c) if i in wrap else elide(c, lens[i]) for i, c in enumerate(r)])
+    return table
+
+
+def _num(x, fmt: str = ".2f") -> str:
+    return "—" if x is None or x != x else format(x, fmt)
+
+
+# ---- sweep ----------------------------------------------------------------------------------------
+
+def _text(t: str) -> str:
+    t = " ".join(t.split())
+    return t if t else "(empty)"
+
+
+def write_sweep(path: Path, s, concept: str) -> None:
+    """Every text of a sweep: one record per (α, prompt); .jsonl or .csv by the file ending."""
+    import csv
+    import json
+
+    recs = [{"concept": concept, "layer": s.layer, "controller": s.controller,
+             "alpha": None if r is s.baseline else r.alpha, "raw_alpha": r.raw_alpha, "prompt": x.prompt,
+             "text": x.text, "empty": x.empty, "keyword_hits": x.keyword_hits, "rep_3": x.rep_3,
+             "distinct_1": x.distinct_1, "fluency_proxy": x.fluency_proxy, "broken": x.broken}
+            for r in [s.baseline, *s.rows] for x in r.samples]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(recs[0]))
+            w.writeheader()
+            w.writerows(recs)
+
+
+def sweep_progress():
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def run_sweeps(model: str, concept, layers: list[int], alphas: list[float], *, controller: str, n_prompts: int,
+               max_new_tokens: int, seed: int = 0):
+    """Load the model and sweep each layer under one progress bar that moves from the first second."""
+    from steeropt.engine.generation import Decoding
+    from steeropt.engine.models import load_model
+    from steeropt.runner.sweep import sweep as run_sweep, sweep_units
+
+    units = sweep_units(len(alphas), n_prompts, max_new_tokens)
+    with sweep_progress() as bar:
+        task = bar.add_task(f"loading {model}", total=1 + units * len(layers))
+        lm = load_model(model)
+        bar.advance(task, 1)
+        out_ = []
+        for layer in layers:
+            bar.update(task, description=f"layer {layer}: {len(alphas)} α x {n_prompts} prompts + unsteered")
+            out_.append(run_sweep(lm, concept, alphas, layer=layer, controller=controller, n_prompts=n_prompts,
+                                  decoding=Decoding(max_new_tokens=max_new_tokens), seed=seed,
+                                  progress=lambda k: bar.advance(task, k)))
+    return lm, out_
+
+
+def print_sweep(s, concept, lm, show: str) -> None:
+    rows = [[("unsteered" if r is s.baseline else f"{r.alpha:g}"), ("—" if r is s.baseline else f"{r.raw_alpha:.3g}"),
+             _num(r.keyword_rate), _num(r.rep_3), _num(r.distinct_1), _num(r.fluency_proxy),
+             f"{sum(x.broken is not None for x in r.samples)}/{len(r.samples)}"]
+            for r in [s.baseline, *s.rows]]
+    out.print(fit_table(["α", "raw α", "keyword rate", "rep-3", "distinct-1", "fluency", "broken"], rows,
+                        title=f"{concept.name}: {s.controller} at layer {s.layer} on {lm.name}"))
+    if show == "none":
+        return
+    from rich.table import Table
+    from rich.text import Text  # model output and prompts are not rich markup
+
+    prompts = s.prompts if show == "all" else s.prompts[:1]
+    for j, prompt in enumerate(prompts):
+        out.print(Text.assemble((f"prompt {j + 1}: ", "bold"), prompt))
+        texts = Table.grid(padding=(0, 1))  # label | text, the text wrapped at spaces with a hanging indent
+        texts.add_column(justify="right", style="cyan", no_wrap=True)
+        texts.add_column(ratio=1)
+        for r in [s.baseline, *s.rows]:
+            x = r.samples[j]
+            flag = f" ({x.broken})" if x.broken and not x.empty else ""
+            texts.add_row("unsteered" if r is s.baseline else f"α={r.alpha:g}",
+                          Text.assemble(_text(x.text), (flag, "red")))
+        out.print(texts, highlight=False)
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        vals = [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise SteeroptError(f"{option} must be comma-separated numbers, got '{text}'") from None
+    if not vals:
+        raise SteeroptError(f"{option} is empty")
+    return vals
+
+
 @app.command()
 def sweep(
-    concept: str = typer.Option("wedding", help="built-in concept name or a concept YAML file"),
+    concept: str = typer.Option("wedding", help="concept name (./concepts, then built-in) or a concept YAML file"),
     alphas: str = typer.Option("0,0.1,0.2,0.3,0.4,0.6,0.8", help="comma-separated strengths (normalised units)"),
     layer: Optional[int] = typer.Option(None, help="layer (default: the concept's)"),
     controller: str = typer.Option("add", help="add | clamp | affine | ablate"),
     model: str = typer.Option("smollm2-135m-instruct", help="embedded name, .gguf file or HF model directory"),
-    prompts: int = typer.Option(8, min=1, help="prompts per strength"),
+    prompts: int = typer.Option(8, min=1, help="prompts per strength (at most the concept's prompts)"),
     max_new_tokens: int = typer.Option(40, min=1),
+    show: str = typer.Option("first", help="texts to print: first (the first prompt's) | all | none"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write every text with its metrics (.jsonl or .csv)"),
     seed: int = 0,
 ):
-    """A 1-D strength sweep: per α a sample text, the keyword hit rate and token 3-gram repetition."""
-    from rich.progress import Progress
-    from rich.table import Table
-
+    """A 1-D strength sweep: per α the keyword rate, rep-3, distinct-1, fluency and broken samples, and texts."""
     from steeropt.specs.concepts import load_concept
-    from steeropt.engine.generation import Decoding
-    from steeropt.engine.models import load_model
-    from steeropt.runner.sweep import sweep as run_sweep
 
-    try:
-        values = [float(a) for a in alphas.split(",") if a.strip()]
-    except ValueError:
-        raise SteeroptError(f"--alphas must be comma-separated numbers, got '{alphas}'")
+    if show not in ("first", "all", "none"):
+        raise SteeroptError(f"--show must be first, all or none, got {show!r}")
+    if out_file is not None and out_file.suffix not in (".jsonl", ".csv"):
+        raise SteeroptError(f"--out {out_file}: the file must end in .jsonl or .csv")
+    values = _floats(alphas, "--alphas")
     c = load_concept(concept)
-    with console.status(f"loading {model}"):
-        lm = load_model(model)
     n = min(prompts, len(c.prompts))
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("generating", total=n * len(values))
-        rows = run_sweep(lm, c, values, layer=layer, controller=controller, n_prompts=n,
-                         decoding=Decoding(max_new_tokens=max_new_tokens), seed=seed,
-                         progress=lambda k: bar.advance(task, k))
-    table = Table(title=f"{c.name}: {controller} at layer {layer if layer is not None else c.layer} on {lm.name}")
-    for col in ("α", "raw α", "keyword rate", "rep-3", f"sample: {c.prompts[0]!r}"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(f"{r.alpha:g}", f"{r.raw_alpha:.3g}", f"{r.keyword_rate:.2f}", f"{r.rep_3:.2f}",
-                      r.sample.strip().replace("\n", " ")[:160])
-    out.print(table)
+    at = layer if layer is not None else (c.layer if c.layer is not None else 10)
+    lm, (s,) = run_sweeps(model, c, [at], values,
+                          controller=controller, n_prompts=n, max_new_tokens=max_new_tokens, seed=seed)
+    short = f" (asked for {prompts}; the concept lists {len(c.prompts)})" if n < prompts else ""
+    out.print(f"{n} prompts per α{short}, {max_new_tokens} new tokens; broken = empty, distinct-1 < 0.43 or "
+              "fluency < 0.29 (the quickstart gates)", highlight=False)
+    print_sweep(s, c, lm, show)
+    if out_file is not None:
+        write_sweep(out_file, s, c.name)
+        out.print(f"wrote {len(s.prompts) * (len(s.rows) + 1)} texts to {out_file}", highlight=False)
 
+
+# ---- run / worker ---------------------------------------------------------------------------------
 
 def _progress_columns():
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -57,52 +202,87 @@ def _progress_columns():
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
 
 
-def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> None:
-    from rich.progress import Progress
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
+
+class LogLines:
+    """One plain line per finished batch (for logs): trials done/target, judge calls, front, HV, ETA."""
+
+    def __init__(self, name: str, done: int, target: int):
+        self.name, self.start_done, self.target, self.t0 = name, done, target, time.time()
+
+    def line(self, p) -> str:
+        elapsed = time.time() - self.t0
+        here = p.done - self.start_done  # trials finished by this process's run
+        eta = _clock(elapsed / here * max(self.target - p.done, 0)) if here > 0 else "?"
+        return (f"{time.strftime('%H:%M:%S')} {self.name}: trials {min(p.done, self.target)}/{self.target} | "
+                f"judge calls {p.judge_calls} | front {p.front_size} | HV {p.hypervolume:.3f} | "
+                f"elapsed {_clock(elapsed)} | ETA {eta}")
+
+
+def _log(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> None:
     from steeropt.runner.study import Study
 
     study = Study.from_spec(spec, track=track)
-    with console.status(f"setting up study '{study.spec.name}' (model, vectors, judge, storage)"):
+    tty = console.is_terminal
+    if tty:
+        with console.status(f"setting up study '{study.spec.name}' (model, vectors, judge, storage)"):
+            study.setup()
+    else:
+        _log(f"{time.strftime('%H:%M:%S')} {study.spec.name}: setting up (model, vectors, judge, storage)")
         study.setup()
     target = study.spec.budget.trials
     status = "FAILED"
     try:
-        with Progress(*_progress_columns(), console=console) as bar:
-            # the budget's count (runner.ledger): a stale trial re-queued as another one is not counted twice
-            task = bar.add_task(f"{study.spec.name} trials", total=target, completed=study.progress.done, info="")
+        if tty:
+            from rich.progress import Progress
 
-            def update(p):
-                bar.update(task, completed=min(p.done, target),
-                           info=f"judge calls {p.judge_calls} | front {p.front_size} | HV {p.hypervolume:.3f}")
+            with Progress(*_progress_columns(), console=console) as bar:
+                # the budget's count (runner.ledger): a stale trial re-queued as another one is not counted twice
+                task = bar.add_task(f"{study.spec.name} trials", total=target, completed=study.progress.done, info="")
 
-            df = study.run(n_trials=trials, callback=update, worker=worker)
+                def update(p):
+                    bar.update(task, completed=min(p.done, target),
+                               info=f"judge calls {p.judge_calls} | front {p.front_size} | HV {p.hypervolume:.3f}")
+
+                df = study.run(n_trials=trials, callback=update, worker=worker)
+        else:
+            log = LogLines(study.spec.name, study.progress.done, target)
+            _log(f"{time.strftime('%H:%M:%S')} {study.spec.name}: {study.progress.done}/{target} trials done, running")
+            df = study.run(n_trials=trials, callback=lambda p: _log(log.line(p)), worker=worker)
         status = "FINISHED"
     finally:
         study.close(status)
-    _print_front(study, df)
+    _print_front(study.spec.name, df, study.stack.objectives, study.progress.hypervolume)
+    out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html); "
+              f"MLflow: mlflow ui --backend-store-uri {study.spec.tracking_uri or 'sqlite:///mlflow.db'}",
+              highlight=False)
 
 
-def _print_front(study, df) -> None:
-    from rich.table import Table
-
+def _print_front(name: str, df, objectives, hv: float | None = None) -> None:
     from steeropt.report.analysis import pareto_front
 
-    objectives = study.stack.objectives
-    front = pareto_front(df, objectives)
-    table = Table(title=f"Pareto front of '{study.spec.name}' ({len(df)} trials, {len(front)} on the front)")
+    front = pareto_front(df, objectives) if not df.empty else df
     pcols = [c for c in df.columns if c.startswith("params.")]
-    for col in ["trial", *[c[7:] for c in pcols], *[n for n, _ in objectives]]:
-        table.add_column(col)
+    rows = []
     for _, r in front.iterrows():
         cells = [str(r["number"]), *[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in pcols]]
         for n, _ in objectives:
             lo, hi = r.get(f"{n}.ci_low"), r.get(f"{n}.ci_high")
-            cells.append(f"{r[n]:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo == lo and lo is not None else ""))
-        table.add_row(*cells)
-    out.print(table)
-    out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html); "
-              f"MLflow: mlflow ui --backend-store-uri {study.spec.tracking_uri or 'sqlite:///mlflow.db'}")
+            cells.append(f"{r[n]:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo == lo else ""))
+        rows.append(cells)
+    title = (f"Pareto front of '{name}': {len(front)} of {len(df)} trials"
+             + (f", hypervolume {hv:.3f}" if hv is not None else ""))
+    if not rows:
+        out.print(f"{title} (no complete feasible trial yet)", highlight=False)
+        return
+    out.print(fit_table(["trial", *[c[7:] for c in pcols], *[n for n, _ in objectives]], rows, title=title))
 
 
 @app.command()
@@ -121,13 +301,15 @@ def worker(spec: str = typer.Argument(..., help="the same study spec the other w
     _run_study(spec, trials, worker=True, track=track)
 
 
+# ---- status / validate / list ---------------------------------------------------------------------
+
 @app.command()
 def status(spec: str = typer.Argument(..., help="study name or file")):
     """Trials by state and the current front, read from the study storage (no model is loaded)."""
     import optuna
-    from rich.table import Table
 
     from steeropt.runner.ledger import count
+    from steeropt.runner.parts import redact
     from steeropt.specs import build
 
     st = build("study", spec)
@@ -135,36 +317,91 @@ def status(spec: str = typer.Argument(..., help="study name or file")):
     try:
         study = optuna.load_study(study_name=st.name, storage=st.storage)
     except KeyError:
-        raise SteeroptError(f"no study '{st.name}' in {st.storage} yet: start it with 'steeropt run {spec}'")
+        raise SteeroptError(f"no study '{st.name}' in {redact(st.storage)} yet: start it with 'steeropt run {spec}'")
     trials = study.get_trials(deepcopy=False)
     counts: dict = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    table = Table(title=f"study '{st.name}' in {st.storage}")
-    table.add_column("state")
-    table.add_column("trials")
-    for k, v in sorted(counts.items()):
-        table.add_row(k, str(v))
-    out.print(table)
+    w = out.width
+    out.print(elide(f"study '{st.name}'", w), highlight=False)
+    out.print("  storage  " + elide(redact(st.storage), w - 11), highlight=False)
+    out.print("  spec     " + elide(st.source, w - 11), highlight=False)
     c = count(trials)  # the budget's count: a stale trial re-queued as another one is not counted
-    out.print(f"budget: {st.budget.trials} trials; finished {c.done}, running {c.running}"
-              + (f"; {c.requeued} stale trial(s) re-queued, not counted" if c.requeued else ""))
+    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())) or "none yet"
+    out.print(f"  budget   {st.budget.trials} trials: finished {c.done}, running {c.running}"
+              + (f"; {c.requeued} stale trial(s) re-queued, not counted" if c.requeued else ""), highlight=False)
+    out.print(f"  trials   {states}", highlight=False)
+    _status_front(st, study)
+
+
+def _status_front(st, optuna_study) -> None:
+    """The front from the stored trial values (runner.study.trials_frame), hypervolume as the runner computes it."""
+    from optuna.trial import TrialState
+
+    from steeropt.report.analysis import hypervolume_by_trial
+    from steeropt.report.pareto import objective_reference, unit_scores
+    from steeropt.runner.study import trials_frame
+
+    objective = st.part("objective")
+    objectives = objective.directions
+    df = trials_frame(optuna_study, objectives)
+    done = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    hv = None
+    if done:
+        ref = objective_reference(objectives, unit=unit_scores(objective), points=[t.values for t in done])
+        curve = hypervolume_by_trial(df, objectives, ref)
+        hv = curve[-1][1] if curve else None
+    _print_front(st.name, df, objectives, hv)
 
 
 @app.command()
 def validate(spec: str = typer.Argument(..., help="study name or file")):
-    """Check a study spec and everything it refers to, without loading model weights."""
+    """Check a study spec and everything it refers to, without loading model weights; lists the held-out prompts."""
     from steeropt.specs import validate_study
 
+    from rich.table import Table
+    from rich.text import Text
+
     parts = validate_study(spec)
+    study_file = parts[0].source
+    w = out.width
+    kw, nw = 14, min(24, max(len(p.name) for p in parts))
     for p in parts:
-        out.print(f"[green]ok[/] {p.kind:<14} {p.name:<24} {p.source}" + (f"  ({p.note})" if p.note else ""))
+        # a part written inside the study file says what it is; one from another file says where
+        where = p.note if p.source in (study_file, p.name) and p is not parts[0] else p.source
+        if where is p.source and p.note:
+            where += f"  ({p.note})"
+        out.print(f"[green]ok[/] {p.kind:<{kw}} {elide(p.name, nw):<{nw}} {elide(where, max(12, w - 5 - kw - nw))}",
+                  highlight=False)
+    held = [p for p in parts if p.kind == "prompt_family"]
+    if held:
+        out.print("held-out prompts (no trial sees them; `steeropt pick` reports on them):", highlight=False)
+        grid = Table.grid(padding=(0, 1))  # family | its prompts, wrapped at spaces
+        grid.add_column(style="cyan", no_wrap=True)
+        grid.add_column(ratio=1)
+        for p in held:
+            grid.add_row(p.name, Text(" · ".join(p.value.held_out)))
+        out.print(grid)
 
 
 @app.command("list")
-def list_(kind: str = typer.Argument("study", help="study | search_space | objective | judge")):
+def list_(kind: str = typer.Argument("study", help="study | search_space | objective | judge | concept")):
     """Specs found in the search paths (./<folder> first, then built-in presets)."""
-    from steeropt.specs import list_specs
+    if kind == "concept":
+        from steeropt.specs.concepts import concept_files, load_concept
 
-    for e in list_specs(kind):
-        out.print(f"{e.name:<28} {e.path}  {e.description or ''}")
+        rows = []
+        for name, path in sorted(concept_files().items()):
+            try:
+                desc = load_concept(path).description
+            except SteeroptError as e:  # an unfinished concept is listed with what is wrong
+                desc = f"(not usable yet: {e})"
+            rows.append([name, str(path), desc])
+    else:
+        from steeropt.specs import list_specs
+
+        rows = [[e.name, str(e.path), " ".join((e.description or "").split())] for e in list_specs(kind)]
+    if not rows:
+        out.print(f"no {kind} specs found", highlight=False)
+        return
+    out.print(fit_table(["name", "file", "description"], rows, wrap=(2,)))

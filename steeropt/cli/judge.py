@@ -1,4 +1,5 @@
-"""`steeropt judge check|calibrate`: how well an objective's scores agree with hand labels (issue 11)."""
+"""`steeropt judge check|calibrate|export`: how well an objective's scores agree with hand labels (issue 11), from a
+JSONL label file or from the HUMAN feedback on a study's MLflow traces (`--from-mlflow EXPERIMENT`, issue 16)."""
 from __future__ import annotations
 
 import json
@@ -58,6 +59,26 @@ def _setup(objective, judge, model):
     return spec, lm, j
 
 
+def _load_labels(labels: Optional[str], from_mlflow: Optional[str], tracking_uri: Optional[str], what: str = "LABELS"):
+    """(items, where they came from): exactly one of a label file or an MLflow experiment."""
+    from steeropt.evaluation.validation import read_labels
+
+    if (labels is None) == (from_mlflow is None):
+        raise SteeroptError(f"give either a label file ({what}) or --from-mlflow EXPERIMENT, not {'both' if labels else 'neither'}")
+    if labels is not None:
+        return read_labels(labels), labels
+    from steeropt.evaluation.mlflow_labels import read_mlflow_labels
+
+    items = read_mlflow_labels(from_mlflow, tracking_uri)
+    return items, f"mlflow:{from_mlflow}" + (f"@{tracking_uri}" if tracking_uri else "")
+
+
+_FROM_MLFLOW = typer.Option(None, "--from-mlflow", metavar="EXPERIMENT",
+                            help="read the labels from HUMAN feedback on this MLflow experiment's sample traces")
+_TRACKING_URI = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for --from-mlflow (default: MLflow's, "
+                             "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+
 def _fmt(e: dict) -> str:
     if e.get("absent"):
         return "absent"
@@ -69,7 +90,9 @@ def _fmt(e: dict) -> str:
 
 @judge_app.command("check")
 def check(
-    labels: str = typer.Argument(..., help="label file (JSONL: prompt, response, concept, labels{concept, coherency, relevance})"),
+    labels: Optional[str] = typer.Argument(None, help="label file (JSONL: prompt, response, concept, labels{concept, coherency, relevance})"),
+    from_mlflow: Optional[str] = _FROM_MLFLOW,
+    tracking_uri: Optional[str] = _TRACKING_URI,
     judge: Optional[str] = typer.Option(None, "--judge", help="judge spec; alone: score every axis with it"),
     objective: Optional[str] = typer.Option(None, "--objective", help="objective spec (default: quickstart)"),
     model: str = typer.Option("smollm2-135m-instruct", help="the study's model (cheap metrics, baseline answers)"),
@@ -77,13 +100,13 @@ def check(
 ):
     """Score every labelled item as a study would (cheap tier, gates, judge); Spearman per axis with a
     bootstrap 95% interval, and each gate's precision/recall for broken text (coherency label 0)."""
-    from steeropt.evaluation.validation import check_report, read_labels, score_items
+    from steeropt.evaluation.validation import check_report, score_items
 
-    items = read_labels(labels)
+    items, source = _load_labels(labels, from_mlflow, tracking_uri)
     spec, lm, j = _setup(objective, judge, model)
     with console.status(f"scoring {len(items)} items with objective '{spec.name}'"):
         report = check_report(spec, items, score_items(lm, spec, items, j))
-    report["labels"] = labels
+    report["labels"] = source
     if as_json:
         typer.echo(json.dumps(report, indent=2))  # plain: rich would wrap long strings
         return
@@ -101,8 +124,10 @@ def check(
 
 @judge_app.command("calibrate")
 def calibrate(
-    labels: str = typer.Argument(..., help="calibration label file"),
+    labels: Optional[str] = typer.Argument(None, help="calibration label file"),
     out_file: str = typer.Option(..., "--out", help="write the fitted maps here (YAML)"),
+    from_mlflow: Optional[str] = _FROM_MLFLOW,
+    tracking_uri: Optional[str] = _TRACKING_URI,
     test: Optional[str] = typer.Option(None, "--test", help="held-out label file to report on (else leave-one-concept-out)"),
     judge: Optional[str] = typer.Option(None, "--judge"),
     objective: Optional[str] = typer.Option(None, "--objective"),
@@ -113,7 +138,7 @@ def calibrate(
     from steeropt.evaluation import calibration
     from steeropt.evaluation.validation import baseline_for, read_labels, score_items
 
-    items = read_labels(labels)
+    items, labels = _load_labels(labels, from_mlflow, tracking_uri)
     test_items = read_labels(test) if test else None
     spec, lm, j = _setup(objective, judge, model)
     with console.status(f"scoring {len(items) + len(test_items or [])} items"):
@@ -132,3 +157,21 @@ def calibrate(
     out.print(f"wrote {out_file}; agreement {report['method']} (never the training fit):")
     for axis, e in report["axes"].items():
         out.print(f"  {axis:10s} spearman {_fmt(e)}")
+
+
+@judge_app.command("export")
+def export(
+    from_mlflow: str = typer.Option(..., "--from-mlflow", metavar="EXPERIMENT", help="the MLflow experiment to read"),
+    out_file: str = typer.Option(..., "--out", help="write the labels here (JSONL, the format `judge check` reads)"),
+    tracking_uri: Optional[str] = _TRACKING_URI,
+):
+    """Write the HUMAN feedback on an experiment's sample traces as a JSONL label file (one labelled sample a line)."""
+    from collections import Counter
+
+    from steeropt.evaluation.mlflow_labels import read_mlflow_labels, write_labels_jsonl
+
+    items = read_mlflow_labels(from_mlflow, tracking_uri)
+    write_labels_jsonl(items, out_file)
+    per_axis = Counter(k for it in items for k in it.labels)
+    out.print(f"wrote {len(items)} labelled samples to {out_file} ("
+              + ", ".join(f"{k} {v}" for k, v in sorted(per_axis.items())) + ")")

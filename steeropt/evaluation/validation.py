@@ -12,6 +12,7 @@ Label file: one JSON object per line
 """
 from __future__ import annotations
 
+import difflib
 import json
 import warnings
 from collections import Counter
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steeropt.errors import SteeroptError
+from steeropt.errors import SpecError, SteeroptError
 from steeropt.evaluation.calibration import AXES, LABEL_OF_AXIS
 
 LABELS = ("concept", "coherency", "relevance")
@@ -33,8 +34,16 @@ CHEAP = {"concept": [("keyword_hits", 1)],
          "relevance": [("relevance_pmi", 1), ("relevance_proxy", 1)]}
 
 
-class LabelError(SteeroptError):
-    """A label file is malformed: names the file, the line and the field."""
+class LabelError(SpecError):
+    """A label file is malformed: names the file and line, the field, and "did you mean".
+    LabelError(message) alone is for labels that come from elsewhere (e.g. MLflow feedback)."""
+
+    def __init__(self, file: str | None, field: str | None = None, message: str | None = None):
+        if message is None:
+            self.file, self.field, self.message = None, None, file
+            SteeroptError.__init__(self, file)
+        else:
+            super().__init__(file, field, message)
 
 
 @dataclass
@@ -51,32 +60,39 @@ class LabelItem:
 def read_labels(path: str | Path) -> list[LabelItem]:
     p = Path(path)
     if not p.is_file():
-        raise LabelError(f"label file '{p}' not found")
+        raise LabelError(str(p), None, "label file not found")
     items = []
     for no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
 
-        def bad(fld: str, msg: str):
-            raise LabelError(f"{p}:{no}: field '{fld}': {msg}")
+        def bad(fld: str | None, msg: str, choices=(), got: str | None = None):
+            close = difflib.get_close_matches(got, choices, n=1, cutoff=0.6) if got else []
+            raise LabelError(f"{p}:{no}", fld, msg + (f"; did you mean {close[0]!r}?" if close else ""))
 
         try:
             d = json.loads(line)
         except json.JSONDecodeError as e:
-            raise LabelError(f"{p}:{no}: not valid JSON: {e.msg}") from None
+            raise LabelError(f"{p}:{no}", None, f"not valid JSON: {e.msg}") from None
         if not isinstance(d, dict):
-            bad("<line>", f"expected a JSON object, got {type(d).__name__}")
+            bad(None, f"expected a JSON object, got {type(d).__name__}")
         for k in ("prompt", "response", "concept"):
-            if not isinstance(d.get(k), str) or (k != "response" and not d[k].strip()):
-                bad(k, "missing or not a non-empty string" if k not in d else f"expected a string, got {d[k]!r}")
+            if k not in d:  # a typo'd key: name the one it resembles
+                typo = next((x for x in d if difflib.get_close_matches(x, [k], cutoff=0.6)), None)
+                bad(k, "missing" + (f"; the line has {typo!r}: did you mean {k!r}?" if typo else ""))
+            if not isinstance(d[k], str) or (k != "response" and not d[k].strip()):
+                bad(k, f"expected a non-empty string, got {d[k]!r}")
         if "labels" not in d and ("concept_band" in d or "coherence_band" in d):  # older bench format
             d["labels"] = {k: d[b] for k, b in (("concept", "concept_band"), ("coherency", "coherence_band")) if b in d}
         labels = d.get("labels")
         if not isinstance(labels, dict):
-            bad("labels", "missing or not an object {concept, coherency, relevance}")
+            typo = next((x for x in d if x != "labels" and difflib.get_close_matches(x, ["labels"], cutoff=0.7)), None)
+            bad("labels", "missing or not an object {concept, coherency, relevance}"
+                + (f"; the line has {typo!r}: did you mean 'labels'?" if typo else ""))
         for k, v in labels.items():
             if k not in LABELS:
-                bad(f"labels.{k}", f"unknown label; known: {', '.join(LABELS)}")
+                hint = "; the fluency axis is labelled 'coherency'" if k == "fluency" else ""
+                bad(f"labels.{k}", f"unknown label; known: {', '.join(LABELS)}{hint}", LABELS, k)
             if v is not None and (isinstance(v, bool) or v not in (0, 1, 2)):
                 bad(f"labels.{k}", f"expected 0, 1 or 2, got {v!r}")
         desc = d.get("concept_description", "")
@@ -86,7 +102,7 @@ def read_labels(path: str | Path) -> list[LabelItem]:
                                {k: int(v) for k, v in labels.items() if v is not None}, desc, no,
                                {k: v for k, v in d.items() if k not in ("prompt", "response", "concept", "labels")}))
     if not items:
-        raise LabelError(f"{p}: no labelled items")
+        raise LabelError(str(p), None, "no labelled items")
     return items
 
 

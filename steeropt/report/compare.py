@@ -65,6 +65,7 @@ class StudyData:
     constraints: list[tuple[str, str, float]]
     identity: dict
     controllers: list[str]
+    frozen: list = field(default_factory=list)  # the complete FrozenTrials (per-prompt scores for pairing)
 
     @property
     def name(self) -> str:
@@ -127,7 +128,8 @@ def load_study_data(ref: str) -> StudyData:
         controllers = list(space.controller.choices)
     return StudyData(str(ref), spec, objective, judge, trials, list(objective.directions),
                      [(c.name, c.op, c.value) for c in objective.constraints],
-                     study_identity(spec, objective, judge), controllers)
+                     study_identity(spec, objective, judge), controllers,
+                     [t for t in st.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
 
 
 def _describe_diff(key: str, a, b) -> str:
@@ -281,14 +283,28 @@ class Comparison:
     forced: bool
     files: list[Path] = field(default_factory=list)
     run_id: str | None = None
+    paired: dict | None = None  # report.paired.paired_comparison (None: a study lacks per-prompt scores)
 
     def markdown(self) -> str:
-        return table_markdown(self.table, self.taus)
+        md = table_markdown(self.table, self.taus)
+        if self.paired:
+            md += "\n\n" + paired_markdown(self.paired)
+        return md
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able result (`steeropt compare --json`)."""
+        return json.loads(json.dumps({
+            "studies": [s.ref for s in self.studies], "names": [s.name for s in self.studies],
+            "controllers": {s.name: s.controllers for s in self.studies}, "forced": self.forced,
+            "differences": self.differences, "notes": self.notes, "taus": list(self.taus),
+            "table": json.loads(self.table.to_json(orient="records")), "paired": self.paired,
+            "files": [str(f) for f in self.files], "run_id": self.run_id}, default=_plain))
 
 
 def compare(refs, *, force: bool = False, taus=DEFAULT_TAUS, out_dir: str | Path | None = None,
             track: bool = True, tracking_uri: str | None = None, experiment: str | None = None,
-            n_boot: int = 400, name: str | None = None) -> Comparison:
+            n_boot: int = 400, name: str | None = None, kl_levels=(0.25, 0.5, 1.0, 2.0),
+            concept_target: float = 0.5, n_boot_paired: int = 200) -> Comparison:
     """Compare the fronts of several studies (spec names or files). See the module docstring."""
     refs = list(refs)
     if len(refs) < 2:
@@ -332,6 +348,13 @@ def compare(refs, *, force: bool = False, taus=DEFAULT_TAUS, out_dir: str | Path
         rows.append(row)
     table = pd.DataFrame(rows)
     cmp = Comparison(studies, table, tuple(taus), hard, soft, force)
+    from steeropt.report.paired import paired_comparison
+
+    cmp.paired = paired_comparison(studies, taus=tuple(taus), kl_levels=tuple(kl_levels), reference=ref_pt, unit=unit,
+                                   concept_target=concept_target, n_boot=n_boot_paired)
+    if cmp.paired is None:
+        cmp.notes.append("no paired differences: a study's trials lack per-prompt scores (run before they were "
+                         "stored); the bands above are unpaired")
     label = name or "compare-" + "-vs-".join(names)
     out = Path(out_dir) if out_dir is not None else Path("runs") / label[:120]
     out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +369,45 @@ def _alpha_of(b) -> str | None:
     if not b:
         return None
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
+
+
+def _plain(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def _fmt(v, nd=3) -> str:
+    return "—" if v is None or v != v else f"{v:.{nd}f}"
+
+
+def paired_markdown(paired: dict) -> str:
+    """The paired differences and the matched-dose table as markdown."""
+    lines = [f"Paired differences (a − b; bootstrap over the {paired['prompts']} shared prompts, "
+             f"{paired['n_boot']} draws; clear = the 95% interval excludes 0):", "",
+             "| a | b | figure | a | b | a − b [95%] | clear at 95% |", "|---|---|---|---|---|---|---|"]
+    for r in paired["pairs"]:
+        if "@kl" in r["figure"]:
+            continue
+        ci = f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" if r["ci"] else ""
+        clear = "—" if r["clear"] is None else ("**yes**" if r["clear"] else "no")
+        lines.append(f"| {r['a']} | {r['b']} | {r['figure']} | {_fmt(r['a_value'])} | {_fmt(r['b_value'])} | "
+                     f"{_fmt(r['diff'])}{ci} | {clear} |")
+    axes = [k for k in paired["matched"][0] if k not in ("study", "kl") and not k.endswith(".ci")] if paired["matched"] else []
+    lines += ["", "Matched dose (fitted curves against the mean next-token KL to the unsteered model; — = outside "
+              "the study's measured KL range):", "",
+              "| study | KL (nats) | " + " | ".join(axes) + " |", "|---|---|" + "---|" * len(axes)]
+    for r in paired["matched"]:
+        cells = []
+        for a in axes:
+            ci = r.get(f"{a}.ci")
+            cells.append(_fmt(r[a], 2) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and r[a] is not None else ""))
+        lines.append(f"| {r['study']} | {r['kl']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table_markdown(table: pd.DataFrame, taus) -> str:
@@ -501,6 +563,10 @@ def plot_dose(cmp: Comparison, png: Path) -> None:
 def write_comparison_artifacts(cmp: Comparison, out: Path, title: str) -> list[Path]:
     files = [out / "compare.png", out / "compare.html", out / "dose.png", out / "table.csv", out / "table.md",
              out / "comparison.json"]
+    if cmp.paired:
+        pd.DataFrame(cmp.paired["pairs"]).to_csv(out / "paired.csv", index=False)
+        pd.DataFrame(cmp.paired["matched"]).to_csv(out / "matched.csv", index=False)
+        files += [out / "paired.csv", out / "matched.csv"]
     plot_comparison(cmp, files[0], files[1], title=title)
     plot_dose(cmp, files[2])
     cmp.table.to_csv(files[3], index=False)
@@ -510,9 +576,7 @@ def write_comparison_artifacts(cmp: Comparison, out: Path, title: str) -> list[P
     if cmp.notes:
         md += "\n\nNotes:\n" + "\n".join(f"- {d}" for d in cmp.notes)
     files[4].write_text(md + "\n")
-    files[5].write_text(json.dumps({"studies": [s.ref for s in cmp.studies], "forced": cmp.forced,
-                                    "differences": cmp.differences, "notes": cmp.notes,
-                                    "table": json.loads(cmp.table.to_json(orient="records"))}, indent=2))
+    files[5].write_text(json.dumps(cmp.to_dict(), indent=2))
     return files
 
 
@@ -545,6 +609,10 @@ def log_comparison(cmp: Comparison, label: str, tracking_uri: str | None, experi
         for t in cmp.taus:
             metrics[f"{p}.best_at_{t:g}"] = r.get(f"best@{t:g}")
             metrics[f"{p}.best_lcb_at_{t:g}"] = r.get(f"best_lcb@{t:g}")
+    for r in (cmp.paired or {}).get("pairs", []):
+        if r["diff"] is not None and "@kl" not in r["figure"]:
+            key = f"diff.{r['a']}-{r['b']}.{r['figure']}"
+            metrics |= {key: r["diff"], f"{key}.ci_low": r["ci"][0], f"{key}.ci_high": r["ci"][1]}
     now = get_current_time_millis()
     metrics = {k: v for k, v in metrics.items() if v is not None}
     client.log_batch(rid, params=[Param(k, v) for k, v in _clean_params(params).items()],

@@ -1,39 +1,51 @@
 """Pick a deployable setting per prompt family, confirm it on held-out prompts, export a profile.
 
     >>> from steeropt.report.pick import pick
-    >>> res = pick("studies/quickstart.yaml", min_coherency=0.4, out="profiles/quickstart")   # doctest: +SKIP
+    >>> res = pick("studies/quickstart.yaml", out="profiles/quickstart")          # doctest: +SKIP
+    >>> res.families["advice"].status                   # "ok" | "no_deployable_setting"
     >>> res.families["advice"].held_out["concept"]      # (value, (ci_low, ci_high)) on held-out prompts
+    >>> res.to_dict()                                   # what `steeropt pick --json` prints
 
-How a family's setting is chosen (on the *selection* prompts only, from the per-family values every trial
-recorded in user_attrs["families"]):
-1. eligible: trials whose family coherency meets the constraint (>= τ). Among them, the *robust* ones
-   (the coherency interval's lower bound >= τ) are preferred whenever there is one: a lucky point
-   estimate does not win over a setting that meets the constraint with its uncertainty. The intervals are
-   the objective stack's (evaluation.objectives.aggregate.mean_ci: Wilson for 0/1 scores, so 4 of 4
-   coherent samples give (0.51, 1), not (1, 1)); a value recorded without an interval counts as
-   having lower bound 0 (robust only for τ <= 0).
-2. best: the highest value of the maximised objective among the preferred set.
-3. ties: every preferred trial whose value is within the best's uncertainty (>= the best's lower bound)
-   ties with it; the smallest intervention among them wins (fewest sites that steer — active with α != 0,
-   or any active clamp site, since clamp at α = 0 ablates — then the lowest dose:
-   mean KL to the unsteered model, then the sum of |α|).
-4. sweet spot: the α range of the eligible trials whose value is >= `share` x best (default 90%).
-5. no eligible trial: status "no_deployable_setting" with the closest candidates (highest coherency).
-Then the chosen plan and the unsteered model are generated on the family's *held-out* prompts (never used
-for the choice) — all of them, `repeats` times each when decoding samples — and scored with the study's
-objective stack; those are the reported numbers (AxBench: select on one half, report on the other).
+How a family's setting is chosen, on the *selection* prompts only:
+1. dose-response fits (1-D spaces: the strength is the space's one α parameter): the trials' per-family means
+   of the maximised value (concept), coherency and every other `>=` constraint (relevance) are fitted with a
+   monotone logistic each, with a bootstrap band (report.dose). The trials are the curves' data; the setting
+   is read off the curves: the strength with the best fitted concept among those whose constraint curves'
+   lower band meets τ (robust), or whose fitted curves meet it when none does; then the smallest strength
+   whose fitted concept lies within the best's band (smallest intervention among ties). The sweet spot is
+   the strength interval where the fitted concept >= `concept_target` and every constraint curve >= τ, with
+   an interval for each end, its width and the chance it is empty.
+   Larger spaces (several α, tents, controller choices) are chosen from the trials themselves (step 1'):
+   the fitted curves there use the measured KL dose as x and are reported, not used to choose.
+1'. from the trials: those meeting every constraint on the family's values; the robust ones (coherency lower
+   bound >= τ) preferred; the best maximised value; ties within the best's interval go to the smallest
+   intervention (fewest steering sites, lowest KL dose, smallest |α|).
+2. re-evaluation (budget.reevaluation in the study spec, done by `steeropt run` after the trials): the
+   candidates were evaluated again on *fresh* selection prompts no trial used (report.reeval); when the
+   family's candidates were re-evaluated, the choice is made again on those fresh values with the same rule
+   (a winner on the trial prompts is not trusted on those prompts alone).
+3. held-out: the chosen setting and the unsteered model are generated on the family's held-out prompts
+   (never used for the choice) and scored with the study's objective stack; those are the reported numbers
+   (AxBench: select on one half, report on the other).
+4. verdict: status "ok" only when the held-out concept beats the unsteered model's with non-overlapping 95%
+   intervals AND the held-out values meet every constraint; otherwise "no_deployable_setting" with the
+   reason and the fitted curves (dose_fits.png) that show why. No candidate meeting the constraints on the
+   selection prompts is "no_deployable_setting" too, with the closest candidates.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from steeropt.errors import SteeroptError
 
+DEFAULT_CONCEPT_TARGET = 0.5  # a calibrated concept score of 0.5 ≈ label 1 of 2: the concept is clearly "partly" there
+
 
 @dataclass
 class Candidate:
-    trial: int
+    trial: int | None  # None: a strength read off the fitted curves (not a trial)
     params: dict
     value: float
     value_ci: tuple | None
@@ -42,7 +54,8 @@ class Candidate:
     dose: float | None
     n_sites: int
     alpha_sum: float
-    values: dict = field(default_factory=dict)  # every per-family value of the trial (for other constraints)
+    values: dict = field(default_factory=dict)  # every per-family value (for other constraints)
+    intervals: dict = field(default_factory=dict)
 
     @property
     def robust_for(self):
@@ -60,7 +73,7 @@ class FamilyPick:
     family: str
     status: str  # "ok" | "no_deployable_setting"
     chosen: Candidate | None = None
-    robust: bool = False  # the constraint holds at the coherency interval's lower bound
+    robust: bool = False  # the constraints hold at the lower bound (interval or fitted band)
     ties: list = field(default_factory=list)  # trials tied with the best (within its uncertainty)
     sweet_spot: dict = field(default_factory=dict)
     closest: list = field(default_factory=list)
@@ -71,6 +84,11 @@ class FamilyPick:
     unsteered_held_out: dict = field(default_factory=dict)
     held_out_counts: dict = field(default_factory=dict)
     sites: list = field(default_factory=list)
+    source: str = "trials"  # what chose the setting: "fit" | "trials", then "+reevaluation"
+    curves: dict = field(default_factory=dict)  # axis -> report.dose.Curve (1-D spaces and KL dose)
+    fit: dict | None = None  # report.dose.fitted_choice
+    reevaluated: dict | None = None  # the chosen candidate's values on fresh selection prompts
+    verdict: dict = field(default_factory=dict)  # beats_unsteered, meets_constraints (held-out)
 
 
 @dataclass
@@ -82,6 +100,10 @@ class PickResult:
     share: float
     families: dict
     profile: Path | None = None
+    constraints: list = field(default_factory=list)  # (name, op, value) a deployable setting meets
+    concept_target: float = DEFAULT_CONCEPT_TARGET
+    x_label: str = ""
+    files: list = field(default_factory=list)
 
     def table_rows(self) -> list[dict]:
         rows = []
@@ -90,7 +112,7 @@ class PickResult:
             row = {"family": f, "status": p.status, "trial": c.trial if c else None,
                    "setting": _fmt_params(c.params) if c else "—", "robust": p.robust if c else None,
                    "selection": f"{c.value:.2f} / coh {c.coherency:.2f}" if c else "—",
-                   "held_out": "—", "unsteered": "—", "sweet_spot": _fmt_spot(p.sweet_spot)}
+                   "held_out": "—", "unsteered": "—", "sweet_spot": _fmt_spot(p.sweet_spot), "source": p.source}
             if p.held_out:
                 v, vc = p.held_out[self.maximize], p.held_out[self.coherency]
                 row["held_out"] = f"{_fmt_ci(*v)} / coh {_fmt_ci(*vc)}"
@@ -98,9 +120,46 @@ class PickResult:
                 v, vc = p.unsteered_held_out[self.maximize], p.unsteered_held_out[self.coherency]
                 row["unsteered"] = f"{_fmt_ci(*v)} / coh {_fmt_ci(*vc)}"
             if p.status != "ok":
-                row["setting"] = "no deployable setting: " + p.reason
+                row["setting"] = ("no deployable setting" + (f" (best: {_fmt_params(c.params)})" if c else "")
+                                  + ": " + p.reason)
             rows.append(row)
         return rows
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able result (`steeropt pick --json`): per family status, setting, sweet spot, held-out and
+        unsteered values with intervals."""
+        fams = {}
+        for f, p in self.families.items():
+            c = p.chosen
+            fams[f] = {"status": p.status, "reason": p.reason or None, "source": p.source,
+                       "setting": None if c is None else {"params": c.params, "trial": c.trial, "sites": p.sites},
+                       "selection": None if c is None else {
+                           self.maximize: _vci(c.value, c.value_ci), self.coherency: _vci(c.coherency, c.coherency_ci),
+                           **{n: _vci(c.values.get(n), c.intervals.get(n)) for n, _, _ in self.constraints
+                              if n not in (self.maximize, self.coherency)}},
+                       "robust": p.robust, "sweet_spot": _jsonable(p.sweet_spot), "fit": _jsonable(p.fit),
+                       "curves": {a: cv.summary() for a, cv in p.curves.items()},
+                       "reevaluated": _jsonable(p.reevaluated),
+                       "held_out": {k: _vci(*v) for k, v in p.held_out.items() if k in self._shown()},
+                       "unsteered_held_out": {k: _vci(*v) for k, v in p.unsteered_held_out.items() if k in self._shown()},
+                       "held_out_counts": _jsonable(p.held_out_counts), "verdict": _jsonable(p.verdict),
+                       "selection_prompts": p.selection_prompts, "held_out_prompts": p.held_out_prompts,
+                       "closest": _jsonable(p.closest)}
+        return {"study": self.study, "maximize": self.maximize, "coherency": self.coherency,
+                "min_coherency": self.min_coherency, "constraints": [list(c) for c in self.constraints],
+                "concept_target": self.concept_target, "x": self.x_label, "families": fams,
+                "profile": str(self.profile) if self.profile else None, "files": [str(f) for f in self.files]}
+
+    def _shown(self) -> set:
+        return {self.maximize, self.coherency, "hm", "kl", *(n for n, _, _ in self.constraints)}
+
+
+def _vci(v, ci) -> dict:
+    return {"value": v, "ci": list(ci) if ci else None}
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda o: None if o != o else (list(o) if isinstance(o, tuple) else str(o))))
 
 
 def _fmt_ci(v, ci) -> str:
@@ -114,7 +173,17 @@ def _fmt_params(p: dict) -> str:
 
 
 def _fmt_spot(s: dict) -> str:
-    if not s or not s.get("ranges"):
+    if not s:
+        return "—"
+    if "interval" in s:  # fitted (report.dose.sweet_spot)
+        if s.get("interval") is None:
+            return f"empty (p_empty {s.get('p_empty', 1):.2f})"
+        (a, b), ci = s["interval"], s.get("interval_ci")
+        txt = f"[{a:.3g}, {b:.3g}] width {s['width']:.3g}"
+        if ci:
+            txt += f" (ends {ci[0][0]:.3g}–{ci[0][1]:.3g} / {ci[1][0]:.3g}–{ci[1][1]:.3g}; p_empty {s['p_empty']:.2f})"
+        return txt
+    if not s.get("ranges"):
         return "—"
     return "; ".join(f"{k} [{r[0]:.3g}, {r[1]:.3g}]" for k, r in s["ranges"].items()) + f" ({s['n']} trials)"
 
@@ -133,12 +202,21 @@ def family_candidates(trials, family: str, maximize: str, coherency: str, space)
         v, c = vals.get(maximize), vals.get(coherency)
         if v is None or c is None:
             continue
-        plan = space.materialize(t.params)
-        on = plan.steered_sites()  # active sites that act: a clamp at α=0 ablates, so it counts
-        out.append(Candidate(t.number, dict(t.params), float(v), _tuple(ivs.get(maximize)), float(c),
-                             _tuple(ivs.get(coherency)), vals.get("kl"),
-                             len(on), sum(abs(float(plan.alphas[i])) for i in on), dict(vals)))
+        out.append(candidate(space, dict(t.params), vals, ivs, maximize, coherency, trial=t.number))
     return out
+
+
+def candidate(space, params: dict, vals: dict, ivs: dict, maximize: str, coherency: str, trial=None) -> Candidate:
+    try:
+        plan = space.materialize(params)
+        on = plan.steered_sites()  # active sites that act: a clamp at α=0 ablates, so it counts
+        n_sites, alpha_sum = len(on), sum(abs(float(plan.alphas[i])) for i in on)
+    except SteeroptError:  # KL-unit strengths before calibration (no model here): a dose of 0 is no site
+        doses = [abs(float(params[k])) for k in space.kl_unit_params() if params.get(k) is not None]
+        n_sites, alpha_sum = sum(d > 1e-12 for d in doses), sum(doses)
+    return Candidate(trial, dict(params), float(vals[maximize]), _tuple(ivs.get(maximize)), float(vals[coherency]),
+                     _tuple(ivs.get(coherency)), vals.get("kl"), n_sites, alpha_sum, dict(vals),
+                     {k: _tuple(v) for k, v in ivs.items() if v})
 
 
 def _tuple(x):
@@ -146,7 +224,7 @@ def _tuple(x):
 
 
 def choose(cands: list[Candidate], tau: float, share: float = 0.9, others: tuple = ()) -> FamilyPick:
-    """Steps 1-5 of the module docstring, for one family's candidates.
+    """Step 1' of the module docstring, for one family's candidates.
 
     others: the objective's other constraints as (name, op, value), e.g. ("relevance", ">=", 0.5): a candidate
     must meet them too (on its family values; a missing value does not meet a constraint)."""
@@ -162,11 +240,19 @@ def choose(cands: list[Candidate], tau: float, share: float = 0.9, others: tuple
                        f"{max((c.coherency for c in cands), default=float('nan')):.2f})")
         pick.closest = [c.brief() for c in sorted(cands, key=lambda c: (-c.coherency, -c.value))[:3]]
         return pick
-    robust = [c for c in eligible if c.robust_for(tau)]
+
+    def robust_all(c):  # every constraint at its lower bound (an unknown interval is not robust)
+        lows = [(c.intervals.get(n) or (None,))[0] for n, op, _ in others if op == ">="]
+        return c.robust_for(tau) and all(lo is not None and lo >= v for lo, (_, op, v) in
+                                         zip(lows, [o for o in others if o[1] == ">="]))
+
+    robust = [c for c in eligible if robust_all(c)]
     pool = robust or eligible
     best = max(pool, key=lambda c: (c.value, c.coherency))
     floor = best.value_ci[0] if best.value_ci and best.value_ci[0] is not None else best.value
-    ties = [c for c in pool if c.value >= floor - 1e-12]
+    # ties within the best's uncertainty; a setting that does not steer ties only if it is the best itself
+    # (else wide intervals at few prompts would always hand the family to the unsteered model)
+    ties = [c for c in pool if c.value >= floor - 1e-12 and (c.n_sites > 0 or c is best)]
     chosen = min(ties, key=lambda c: (c.n_sites, c.dose if c.dose is not None else float("inf"), c.alpha_sum, -c.value))
     pick.status, pick.chosen, pick.robust = "ok", chosen, bool(robust)
     pick.ties = [c.trial for c in ties]
@@ -179,18 +265,134 @@ def choose(cands: list[Candidate], tau: float, share: float = 0.9, others: tuple
     pick.sweet_spot = {"share": share, "best": best.value, "n": len(spot), "trials": [c.trial for c in spot],
                        "ranges": ranges, "width": {k: r[1] - r[0] for k, r in ranges.items()}}
     if not robust:
-        pick.reason = "constraint met by the point estimate only (no candidate's coherency lower bound reaches τ)"
+        pick.reason = "constraints met by the point estimate only (no candidate's lower bounds reach τ)"
     return pick
+
+
+def choose_fitted(curves: dict, space, x_param: str, *, maximize: str, coherency: str, floors: dict,
+                  target: float) -> FamilyPick:
+    """Step 1 of the module docstring: the setting and the sweet spot read off one family's fitted curves."""
+    from steeropt.report.dose import fitted_choice, sweet_spot
+
+    p = FamilyPick(family="", status="no_deployable_setting", source="fit", curves=curves)
+    p.sweet_spot = sweet_spot(curves, concept=maximize, target=target, floors=floors)
+    p.fit = fitted_choice(curves, concept=maximize, floors=floors)
+    if p.fit is None:
+        if any(a not in curves for a in (maximize, *floors)):
+            p.reason = p.sweet_spot.get("reason", "too few trials to fit the curves")
+        else:
+            p.reason = ("no strength keeps the fitted " + " and ".join(f"{a} >= {t:g}" for a, t in floors.items())
+                        + f" ({'; '.join(f'max fitted {a} {curves[a].y.max():.2f}' for a in floors)})")
+        return p
+    x = p.fit["x"]
+    fitted = p.fit["fitted"]
+    vals = {a: v[0] for a, v in fitted.items()}
+    ivs = {a: (v[1], v[2]) for a, v in fitted.items()}
+    p.chosen = candidate(space, {x_param: x}, vals, ivs, maximize, coherency)
+    p.status, p.robust = "ok", p.fit["robust"]
+    if not p.robust:
+        p.reason = "constraints met by the fitted curves only (their lower band stays below τ)"
+    return p
+
+
+def choose_reevaluated(record: dict, family: str, space, *, maximize: str, coherency: str, tau: float,
+                       others: tuple) -> tuple[Candidate, dict, bool] | None:
+    """The family's re-evaluated candidates (report.reeval record) chosen again on their fresh-prompt values
+    with the trial rule (step 1'). None when the record holds no candidate for this family."""
+    cands, by_key = [], {}
+    for c in record.get("candidates", []):
+        fam = (c.get("families") or {}).get(family)
+        if not fam or fam["values"].get(maximize) is None or fam["values"].get(coherency) is None:
+            continue
+        cand = candidate(space, c["params"], fam["values"], fam.get("intervals") or {}, maximize, coherency,
+                         trial=c.get("trial"))
+        cands.append(cand)
+        by_key[id(cand)] = c
+    if not cands:
+        return None
+    p = choose(cands, tau, 1.0, others)
+    if p.chosen is None:
+        return None
+    return p.chosen, by_key[id(p.chosen)], p.robust
+
+
+def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float, share: float,
+           concept_target: float, families: list[str], record: dict | None = None) -> PickResult:
+    """Steps 1-2 for every family (no model): the chosen setting per family, before the held-out check."""
+    from steeropt.report.dose import strength_param, study_fits
+
+    objective = spec.part("objective")
+    space = spec.part("search_space")
+    others = tuple((c.name, c.op, c.value) for c in objective.constraints if c.name not in (coherency, maximize))
+    floors = {coherency: float(min_coherency), **{n: float(v) for n, op, v in others if op == ">="}}
+    x_param = strength_param(space)
+    x_label, fits = study_fits(trials, space, families, [maximize, *floors])
+    result = PickResult(spec.name, maximize, coherency, float(min_coherency), share, {},
+                        constraints=[(coherency, ">=", float(min_coherency)), *others], concept_target=concept_target,
+                        x_label=x_label)
+    for fam in families:
+        by_trials = choose(family_candidates(trials, fam, maximize, coherency, space), float(min_coherency), share, others)
+        if x_param is not None:
+            p = choose_fitted(fits[fam], space, x_param, maximize=maximize, coherency=coherency, floors=floors,
+                              target=concept_target)
+            p.ties, p.closest = by_trials.ties, by_trials.closest
+        else:
+            p = by_trials
+            p.curves = fits[fam]
+        p.family = fam
+        again = choose_reevaluated(record, fam, space, maximize=maximize, coherency=coherency,
+                                   tau=float(min_coherency), others=others) if record else None
+        if again is not None:
+            p.chosen, p.reevaluated, p.robust = again[0], again[1], again[2]
+            p.status, p.source, p.reason = "ok", p.source + "+reevaluation", ""
+        result.families[fam] = p
+    return result
+
+
+def study_summary(spec, trials, record, out_dir: Path) -> list[Path]:
+    """What `steeropt run` reports when a study ends (no model, no held-out run): the per-family fitted curves
+    (dose_fits.png), the setting each family would get and its sweet spot (summary.json), and the
+    re-evaluation's candidates with their fresh-prompt values (reevaluation.csv)."""
+    import pandas as pd
+
+    from steeropt.report.compare import coherency_name, concept_name
+
+    objective = spec.part("objective")
+    objs = list(objective.directions)
+    maximize, coherency = concept_name(objs), coherency_name(objs)
+    cons = [c for c in objective.constraints if c.name == coherency and c.op == ">="]
+    res = select(spec, trials, maximize=maximize, coherency=coherency, min_coherency=cons[0].value if cons else 0.5,
+                 share=0.9, concept_target=DEFAULT_CONCEPT_TARGET, families=list(spec.splits()), record=record)
+    out_dir = Path(out_dir)
+    files = [_plot(res, out_dir / "dose_fits.png"), out_dir / "summary.json"]
+    summary = res.to_dict()
+    for f in summary["families"].values():  # no held-out run here: pick does that
+        for k in ("held_out", "unsteered_held_out", "held_out_counts", "verdict", "held_out_prompts"):
+            f.pop(k, None)
+    summary["reevaluation"] = None if not record else {
+        k: record[k] for k in ("rounds", "spent_samples", "budget", "fresh_prompts_left", "notes", "unsteered")}
+    files[1].write_text(json.dumps(summary, indent=1))
+    if record:
+        rows = [{"params": _fmt_params(c["params"]), "trial": c.get("trial"), "sources": " ".join(c["sources"]),
+                 "scope": " ".join(c["scope"]), "rounds": c["rounds"], "samples": c.get("n"), "settled": c["settled"],
+                 **{k: c["values"].get(k) for k in (maximize, coherency, *(n for n, _, _ in res.constraints), "kl")},
+                 **{f"{k}.ci": _jsonable(c["intervals"].get(k)) for k in (maximize, coherency)}}
+                for c in record["candidates"]]
+        pd.DataFrame(rows).to_csv(out_dir / "reevaluation.csv", index=False)
+        files.append(out_dir / "reevaluation.csv")
+    return files
 
 
 # ---- the whole pick ------------------------------------------------------------------------------------
 def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None, coherency: str | None = None,
          share: float = 0.9, held_out: bool = True, repeats: int = 1, lm=None, out: str | Path | None = None,
-         gguf: bool = True, families: list[str] | None = None) -> PickResult:
+         gguf: bool = True, families: list[str] | None = None,
+         concept_target: float = DEFAULT_CONCEPT_TARGET) -> PickResult:
     """Choose per family on the selection prompts, re-evaluate on held-out prompts, export a profile."""
     import optuna
 
     from steeropt.report.compare import coherency_name, concept_name
+    from steeropt.report.reeval import RECORD_KEY
     from steeropt.specs import build
     from steeropt.runner.study import Study, trial_prompts
 
@@ -203,8 +405,6 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
     if min_coherency is None:
         cons = [c for c in objective.constraints if c.name == coherency and c.op == ">="]
         min_coherency = cons[0].value if cons else 0.5
-    # the objective's other constraints (e.g. relevance >= τ) hold for a deployable setting too
-    others = tuple((c.name, c.op, c.value) for c in objective.constraints if c.name not in (coherency, maximize))
     if not 0 < share <= 1:
         raise SteeroptError(f"--share must be in (0, 1], got {share}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -224,32 +424,43 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
     unknown = [f for f in names if f not in splits]
     if unknown:
         raise SteeroptError(f"unknown prompt famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; the study has {list(splits)}")
-    result = PickResult(spec.name, maximize, coherency, float(min_coherency), share, {})
-    for fam in names:
-        p = choose(family_candidates(trials, fam, maximize, coherency, space), float(min_coherency), share, others)
-        p.family = fam
+    # a re-evaluation made before the newest trial does not describe these trials
+    record = st.user_attrs.get(RECORD_KEY)
+    if record and record.get("trials") != len(trials):
+        record = None
+    result = select(spec, trials, maximize=maximize, coherency=coherency, min_coherency=float(min_coherency),
+                    share=share, concept_target=concept_target, families=names, record=record)
+    for fam, p in result.families.items():
         p.selection_prompts = [t for f, t in used if f == fam]
         p.held_out_prompts = list(splits[fam].held_out)
         if set(p.selection_prompts) & set(p.held_out_prompts):  # cannot happen with split_families; guard anyway
             raise SteeroptError(f"family {fam}: a prompt is in both the selection and the held-out split")
         if not p.selection_prompts:
             p.reason = "no selection prompt of this family was scored by the trials (raise budget.prompts_per_trial)"
-        result.families[fam] = p
+    target_dir = Path(out) if out is not None else None
+    if target_dir is not None:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        result.files.append(_plot(result, target_dir / "dose_fits.png"))
     if not held_out and out is None:
         return result
     study = Study(spec, track=False, runs_dir=Path(out or "runs") / ".pick")
     study.setup(lm=lm)
+    space = study.space  # calibrated: KL-unit strengths map to α here
     try:
         from steeropt.types import InterventionPlan
 
         for fam, p in result.families.items():
-            if p.status != "ok":
+            if p.chosen is None:
                 continue
             plan = space.materialize(p.chosen.params)
             p.sites = profile_sites(plan, study.vectors, study.lm)
             if held_out:
                 _evaluate_held_out(study, p, plan, InterventionPlan([], []), repeats)
-        if out is not None:
+                _verdict(p, result)
+            elif p.status == "ok" and not p.sites:
+                p.status, p.reason = "no_deployable_setting", "the chosen setting does not steer (α = 0)"
+        if target_dir is not None:
+            result.files[0] = _plot(result, target_dir / "dose_fits.png")  # now with the verdicts
             from steeropt.report.profiles import write_profile
 
             fams = {f: _profile_family(p, result) for f, p in result.families.items()}
@@ -258,12 +469,52 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
                                  study={"name": spec.name, "spec": spec.source, "storage": _redact(spec.storage),
                                         "trials": len(trials), "seed": spec.seed},
                                  objective={"name": objective.name, "maximize": maximize, "coherency": coherency,
-                                            "min_coherency": float(min_coherency), "share": share},
+                                            "min_coherency": float(min_coherency), "share": share,
+                                            "constraints": [list(c) for c in result.constraints],
+                                            "concept_target": concept_target},
                                  gguf=gguf)
             result.profile = prof.path
+            (target_dir / "pick.json").write_text(json.dumps(result.to_dict(), indent=1))
+            result.files.append(target_dir / "pick.json")
     finally:
         study.close()
     return result
+
+
+def _verdict(p: FamilyPick, res: PickResult) -> None:
+    """Step 4: deployable only if the held-out concept beats the unsteered one (non-overlapping 95% intervals)
+    and the held-out values meet every constraint."""
+    from steeropt.evaluation.objectives.config import compare
+
+    if p.status != "ok" or not p.held_out:
+        return
+    (v, ci), (u, uci) = p.held_out.get(res.maximize, (None, None)), p.unsteered_held_out.get(res.maximize, (None, None))
+    beats = None if v is None or u is None or not ci or not uci else bool(ci[0] > uci[1])
+    fails = [f"{n} {p.held_out.get(n, (None,))[0] if p.held_out.get(n, (None,))[0] is None else round(p.held_out[n][0], 2)}"
+             f" not {op} {t:g}" for n, op, t in res.constraints
+             if p.held_out.get(n, (None,))[0] is None or not compare(p.held_out[n][0], op, t)]
+    p.verdict = {"beats_unsteered": beats, "meets_constraints": not fails, "failed_constraints": fails}
+    if not p.sites:
+        p.status, p.reason = "no_deployable_setting", "the chosen setting does not steer (α = 0)"
+    elif not beats:
+        p.status = "no_deployable_setting"
+        p.reason = (f"held-out {res.maximize} {_fmt_ci(v, ci)} does not beat the unsteered model's {_fmt_ci(u, uci)} "
+                    "with non-overlapping 95% intervals" + (f"; also {', '.join(fails)} on held-out" if fails else ""))
+    elif fails:
+        p.status = "no_deployable_setting"
+        p.reason = "on the held-out prompts " + ", ".join(fails)
+
+
+def _plot(result: PickResult, path: Path) -> Path:
+    from steeropt.report.dose import plot_family_curves
+
+    floors = {n: v for n, op, v in result.constraints if op == ">="}
+    chosen = {f: next(iter(p.chosen.params.values())) for f, p in result.families.items()
+              if p.chosen is not None and len(p.chosen.params) == 1 and p.source.startswith("fit")}
+    plot_family_curves({f: p.curves for f, p in result.families.items()}, path, xlabel=result.x_label, floors=floors,
+                       target=result.concept_target, spots={f: p.sweet_spot for f, p in result.families.items()},
+                       chosen=chosen, title=f"{result.study}: dose-response per family (selection prompts)")
+    return path
 
 
 def profile_sites(plan, vectors, lm) -> list[dict]:
@@ -305,23 +556,25 @@ def _evaluate_held_out(study, p: FamilyPick, plan, base_plan, repeats: int) -> N
 
 
 def _profile_family(p: FamilyPick, res: PickResult) -> dict:
-    def score(d):
-        return {k: {"value": d[k][0], "ci": list(d[k][1]) if d[k][1] else None}
-                for k in (res.maximize, res.coherency, "hm", "kl") if k in d}
+    shown = res._shown()
 
-    if p.status != "ok":
-        return {"status": p.status, "reason": p.reason, "closest": p.closest}
+    def score(d):
+        return {k: {"value": d[k][0], "ci": list(d[k][1]) if d[k][1] else None} for k in d if k in shown}
+
     c = p.chosen
-    out = {"status": "ok", "trial": c.trial, "params": c.params, "sites": p.sites,
-           "robust": p.robust, "note": p.reason or None, "ties": p.ties,
-           "selection": {"prompts": len(p.selection_prompts), res.maximize: {"value": c.value, "ci": c.value_ci},
-                         res.coherency: {"value": c.coherency, "ci": c.coherency_ci}, "dose_kl": c.dose},
-           "sweet_spot": p.sweet_spot}
+    held = {}
     if p.held_out:
-        out["held_out"] = {"prompts": len(p.held_out_prompts), **p.held_out_counts, **score(p.held_out)}
-        out["unsteered_held_out"] = score(p.unsteered_held_out)
-        hv = p.held_out[res.coherency][0]
-        out["held_out"]["meets_constraint"] = None if hv is None else bool(hv >= res.min_coherency)
+        held = {"held_out": {"prompts": len(p.held_out_prompts), **_jsonable(p.held_out_counts), **score(p.held_out)},
+                "unsteered_held_out": score(p.unsteered_held_out), "verdict": _jsonable(p.verdict)}
+    if p.status != "ok":  # nothing to apply; what was tried and why it was refused stays on record
+        tried = None if c is None else {"params": c.params, "trial": c.trial, "sites": p.sites}
+        return {"status": p.status, "reason": p.reason, "closest": _jsonable(p.closest), "tried": tried,
+                "sweet_spot": _jsonable(p.sweet_spot), **held}
+    sel = {"prompts": len(p.selection_prompts), res.maximize: {"value": c.value, "ci": _jsonable(c.value_ci)},
+           res.coherency: {"value": c.coherency, "ci": _jsonable(c.coherency_ci)}, "dose_kl": c.dose}
+    out = {"status": "ok", "trial": c.trial, "params": c.params, "sites": p.sites, "source": p.source,
+           "robust": p.robust, "note": p.reason or None, "ties": p.ties, "selection": sel,
+           "reevaluated": _jsonable(p.reevaluated), "sweet_spot": _jsonable(p.sweet_spot), **held}
     return out
 
 

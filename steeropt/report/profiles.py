@@ -5,12 +5,16 @@ A profile is a directory:
     profile.yaml                 model identity, sites, controller, α per family, decoding, measured scores
     vectors/<name>.safetensors   the steering vectors (SteeringVector.save: vector + mean norm + affine map ...)
     <family>.control-vector.gguf llama.cpp control vector (only when every site of that family is `add`)
+    router.safetensors           family router for new prompts (report/router.py), when pick gave its prompts
 
 Apply it to a model (a LoadedModel, or a raw transformers model with its tokenizer):
 
     >>> import steeropt
     >>> with steeropt.apply_profile(lm, "profiles/quickstart", family="advice"):    # doctest: +SKIP
     ...     out = lm.model.generate(**lm.tokenizer(text, return_tensors="pt"), max_new_tokens=40)
+
+`family="auto"` routes the prompt (`apply_profile(lm, prof, family="auto", prompt=text)`): a prompt the router
+calls unknown, or a family without a deployable setting, gets the safe default, the unsteered model.
 
 The hooks are the same controllers as in a study (steeropt.engine.interventions), with one strength for every
 row, so any batch size works. A profile made for another model (weights hash / fingerprint mismatch) or
@@ -100,13 +104,45 @@ class Profile:
                                f"({fam.get('reason', 'no setting met the constraint')})")
         return fam
 
-    def plan(self, family: str):
+    def plan(self, family: str, scale: float = 1.0):
+        """The family's InterventionPlan; `scale` multiplies every α (parity: strength 0, ½, -1 ...)."""
         from steeropt.types import InterventionPlan, Site
 
         fam = self.family(family)
-        sites = [Site(int(s["layer"]), s["controller"], s["vector"], tuple(s["heads"]) if s.get("heads") else None,
-                      s.get("positions", "all")) for s in fam["sites"]]
-        return InterventionPlan(sites, [float(s["alpha"]) for s in fam["sites"]])
+        sites = [Site(int(s["layer"]), s["controller"], s["vector"],
+                      tuple(s["heads"]) if s.get("heads") else None, s.get("positions", "all")) for s in fam["sites"]]
+        return InterventionPlan(sites, [scale * float(s["alpha"]) for s in fam["sites"]])
+
+    def router(self):
+        """The family router stored in the profile (report/router.py), or None for a profile without one."""
+        from steeropt.report.router import Router
+
+        entry = self.data.get("router")
+        if not entry:
+            return None
+        try:
+            return Router.load(entry, self.path)
+        except (SteeroptError, KeyError, OSError) as exc:
+            raise ProfileError(f"profile {self.path}: unusable router: {exc}") from None
+
+    def route(self, lm, prompts: list[str]) -> list:
+        """One report.router.Route per prompt (route.family None = unknown)."""
+        router = self.router()
+        if router is None:
+            raise ProfileError(f"profile {self.path} has no router for family='auto'; re-run steeropt pick "
+                               "(it stores one), or name the family")
+        return router.route(lm, list(prompts))
+
+    def resolve(self, lm, family: str, prompt: str | None = None) -> str | None:
+        """The family whose setting applies: `family` itself, or for "auto" the routed one; None = the safe
+        default (unsteered): an unknown prompt, or a family without a deployable setting."""
+        if family != "auto":
+            self.family(family)
+            return family
+        if prompt is None:
+            raise ProfileError("family='auto' routes a prompt: pass prompt=...")
+        routed = self.route(lm, [prompt])[0].family
+        return routed if routed is not None and self.families.get(routed, {}).get("status") == "ok" else None
 
     def vectors(self):
         from steeropt.engine.vectors import SteeringVector, VectorSet
@@ -162,11 +198,14 @@ def load_profile(path) -> Profile:
 
 
 def write_profile(out_dir, *, lm, vectors, families: dict, decoding: dict, study: dict, objective: dict,
-                  gguf: bool = True) -> Profile:
-    """Write profile.yaml + vectors (+ a llama.cpp GGUF per family whose sites are all `add`).
+                  gguf: bool = True, router_prompts: dict[str, list[str]] | None = None,
+                  router_test_prompts: dict[str, list[str]] | None = None) -> Profile:
+    """Write profile.yaml + vectors (+ a llama.cpp GGUF per family whose sites are all `add`, + a router).
 
     families: name -> {"status": "ok"|"no_deployable_setting", "sites": [{layer, controller, vector, heads,
-    positions, alpha, raw_alpha}], "selection": {...}, "held_out": {...}, ...}."""
+    positions, alpha, raw_alpha}], "selection": {...}, "held_out": {...}, ...}.
+    router_prompts: family -> prompts to build the family router on (the selection prompts);
+    router_test_prompts: family -> prompts never used to build it (the held-out prompts): its reported accuracy."""
     import yaml
 
     out = Path(out_dir)
@@ -190,6 +229,11 @@ def write_profile(out_dir, *, lm, vectors, families: dict, decoding: dict, study
                     f["llama_cpp"] = {"control_vector": path.name, "usage": f"--control-vector {path.name}"}
                 except ProfileError as exc:
                     f["llama_cpp"] = {"skipped": str(exc)}
+    if router_prompts:
+        from steeropt.report.router import build_router
+
+        router = build_router(lm, router_prompts, held_out=router_test_prompts)
+        data["router"] = router.save(out / "router.safetensors")
     (out / "profile.yaml").write_text(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
     return load_profile(out)
 
@@ -247,11 +291,16 @@ def read_control_vector(path) -> tuple[dict, dict[int, "np.ndarray"]]:  # noqa: 
 class ProfileHandle:
     """Active steering from a profile; `remove()` (or leaving the `with` block) takes the hooks off."""
 
-    def __init__(self, lm, profile: Profile, family: str):
+    def __init__(self, lm, profile: Profile, family: str | None, scale: float = 1.0):
         from steeropt.engine.interventions import _build_op, _Positions, hook_point, install_hooks, validate_plans
 
+        # family None: the safe default (unsteered), e.g. a prompt the router calls unknown; no hooks
         self.lm, self.profile, self.family = lm, profile, family
-        self.plan = profile.plan(family)
+        self.handles = []
+        if family is None:
+            self.plan = None
+            return
+        self.plan = profile.plan(family, scale)  # scale != 1: the parity check's strength sweep
         self.vectors = profile.vectors()
         validate_plans(lm, self.vectors, [self.plan])
         ops: dict[tuple[int, str], list] = {}
@@ -273,20 +322,24 @@ class ProfileHandle:
         return False
 
 
-def apply_profile(model, profile, family: str, *, tokenizer=None) -> ProfileHandle:
+def apply_profile(model, profile, family: str, *, tokenizer=None, prompt: str | None = None) -> ProfileHandle:
     """Steer `model` with the profile's setting for `family`. Use as a context manager, or keep the
-    handle and call `.remove()`. `model`: a steeropt LoadedModel, or a transformers model (+ tokenizer)."""
+    handle and call `.remove()`. `model`: a steeropt LoadedModel, or a transformers model (+ tokenizer).
+    family="auto": the profile's router picks the family of `prompt`; an unknown prompt or a family without a
+    deployable setting gets no steering (handle.family is None)."""
     prof = load_profile(profile)
     lm = _as_loaded(model, tokenizer)
     prof.check_model(lm)
-    prof.family(family)
-    return ProfileHandle(lm, prof, family)
+    if family == "auto" and lm.tokenizer is None:
+        raise ProfileError("family='auto' needs the model's tokenizer to route the prompt")
+    return ProfileHandle(lm, prof, prof.resolve(lm, family, prompt))
 
 
 def generate(model, profile, family: str, prompts: list[str], *, max_new_tokens: int | None = None,
              tokenizer=None, steer: bool = True) -> list[str]:
     """Generate with the profile's decoding settings for each prompt (chat template applied), steered by
-    the family's setting (or unsteered with steer=False, for a side-by-side look)."""
+    the family's setting (or unsteered with steer=False, for a side-by-side look). family="auto" routes each
+    prompt (unknown: unsteered); `routes(model, profile, prompts)` tells which family each one got."""
     from dataclasses import replace
 
     prof = load_profile(profile)
@@ -294,17 +347,35 @@ def generate(model, profile, family: str, prompts: list[str], *, max_new_tokens:
     if lm.tokenizer is None:
         raise ProfileError("generate needs a tokenizer")
     prof.check_model(lm)
-    prof.family(family)
+    if family == "auto":
+        groups: dict = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(prof.resolve(lm, "auto", p), []).append(i)
+    else:
+        prof.family(family)
+        groups = {family: list(range(len(prompts)))}
     dec = prof.decoding()
     if max_new_tokens:
         dec = replace(dec, max_new_tokens=max_new_tokens)
     tok = lm.tokenizer
-    enc = tok([lm.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
-    enc = {k: v.to(lm.device) for k, v in enc.items()}  # the model may be on a GPU
-    ctx = apply_profile(lm, prof, family) if steer else _null()
-    with ctx, torch.no_grad():
-        out = lm.model.generate(**enc, **dec.generate_kwargs(), pad_token_id=tok.pad_token_id)
-    return [tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True) for o in out]
+    texts: list[str] = [""] * len(prompts)
+    for fam, idx in groups.items():
+        enc = tok([lm.render(prompts[i]) for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(lm.device) for k, v in enc.items()}  # the model may be on a GPU
+        ctx = ProfileHandle(lm, prof, fam) if steer else _null()
+        with ctx, torch.no_grad():
+            out = lm.model.generate(**enc, **dec.generate_kwargs(), pad_token_id=tok.pad_token_id)
+        for i, o in zip(idx, out):
+            texts[i] = tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return texts
+
+
+def routes(model, profile, prompts: list[str], *, tokenizer=None) -> list[str | None]:
+    """The family whose setting applies to each prompt under family="auto" (None: unsteered)."""
+    prof = load_profile(profile)
+    lm = _as_loaded(model, tokenizer)
+    prof.check_model(lm)
+    return [prof.resolve(lm, "auto", p) for p in prompts]
 
 
 @contextmanager

@@ -43,6 +43,9 @@ class StudyProgress:
     front_size: int = 0
     hypervolume: float = 0.0
     started: float = field(default_factory=time.time)
+    phase: str = "trials"  # "trials", then "re-evaluation" (report.reeval) when the spec budgets one
+    reeval_done: int = 0  # steered re-evaluation samples generated and scored
+    reeval_target: int = 0  # the most the re-evaluation budget may spend
     last: dict = field(default_factory=dict)
 
 
@@ -78,6 +81,10 @@ class Study:
         spec = self.spec
         self.lm = lm or load_model(spec.model)
         self.vectors = build_vectors(self.lm, spec)
+        if self.space.kl_unit_params():  # strengths in nats of KL: measure (or read) the α ↔ KL map first
+            from steeropt.search.dose_units import calibrate
+
+            self.dose_maps = calibrate(self.lm, self.vectors, self.space)
         # Order matters: fail on an unreachable storage, a missing judge key or a refusing tracker before
         # writing anything (judge cache, tracking store, study storage).
         check_settings(spec.optimizer.name, spec.optimizer.settings)
@@ -154,8 +161,36 @@ class Study:
             self.progress.done = self.ledger.count().done
             if callback is not None:
                 callback(self.progress)
-        self.update_artifacts()
+        if not worker and self.spec.budget.reevaluation is not None and self.ledger.count().done >= self.ledger.budget:
+            self.reevaluate(callback=callback)
+        self.update_artifacts(final=True)
         return self.results()
+
+    def reevaluation(self) -> dict | None:
+        """The stored re-evaluation record (report.reeval), if it describes the current complete trials."""
+        from steeropt.report.reeval import RECORD_KEY
+
+        rec = self.optimizer.study.user_attrs.get(RECORD_KEY)
+        return rec if rec and rec.get("trials") == self.ledger.count().done else None
+
+    def reevaluate(self, *, callback=None, force: bool = False) -> dict | None:
+        """Re-evaluate the front and the per-family choices on fresh selection prompts (budget.reevaluation),
+        once per set of trials: a stored record for the same trials is reused unless `force`."""
+        from steeropt.report.reeval import reevaluate
+
+        self.setup()
+        if self.spec.budget.reevaluation is None:
+            return None
+        if not force and self.reevaluation() is not None:
+            return self.reevaluation()
+        self.progress.phase = "re-evaluation"
+        if callback is not None:
+            callback(self.progress)
+        record = reevaluate(self, callback=callback)
+        if self.tracker is not None:
+            self.tracker.log_study_metrics({"reeval.samples": record["spent_samples"], "reeval.rounds": record["rounds"],
+                                            "reeval.candidates": len(record["candidates"])}, step=record["trials"])
+        return record
 
     def _stale_after(self) -> float:
         """Seconds after which a finished trial missing in MLflow is surely not being logged by a live worker."""
@@ -218,8 +253,9 @@ class Study:
         cons = {name: res.values.get(name) for name, _, _ in self.stack.constraints}
         summary |= {"values": _jsonable(res.values), "intervals": _jsonable(res.intervals),
                     "counts": _jsonable(res.counts), "families": _jsonable(
-                        {f: {"values": d.get("values"), "intervals": d.get("intervals")} for f, d in res.families.items()}),
-                    "feasible": res.feasible}
+                        {f: {"values": d.get("values"), "intervals": d.get("intervals"),
+                             "n": (d.get("counts") or {}).get("samples")} for f, d in res.families.items()}),
+                    "feasible": res.feasible, "prompt_scores": _jsonable(prompt_scores(res.samples, self.prompts))}
         return self.optimizer.tell(cand.number, values, constraints=cons, user_attrs=summary)
 
     def _log(self, trial) -> None:
@@ -244,8 +280,10 @@ class Study:
 
         return pareto_front(self.results(), self.stack.objectives)
 
-    def update_artifacts(self) -> None:
-        """Trials CSV, Pareto front (CSV, PNG, HTML) and hypervolume vs trials, logged to the parent run."""
+    def update_artifacts(self, final: bool = False) -> None:
+        """Trials CSV, Pareto front (CSV, PNG, HTML) and hypervolume vs trials, logged to the parent run; at the
+        end of a run also the per-family dose-response fits, the settings they give and the re-evaluation
+        (report.pick.study_summary)."""
         from steeropt.report.analysis import write_study_artifacts
 
         df = self.results()
@@ -253,6 +291,13 @@ class Study:
             return  # a study created but not started yet (e.g. `steeropt run SPEC --trials 0`)
         info = write_study_artifacts(df, self.stack.objectives, self.runs_dir, title=self.spec.name,
                                      reference=self.objective_reference())
+        if final:
+            from optuna.trial import TrialState
+
+            from steeropt.report.pick import study_summary
+
+            done = self.optimizer.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            info["files"] += study_summary(self.spec, done, self.reevaluation(), self.runs_dir)
         self.progress.front_size, self.progress.hypervolume = info["front_size"], info["hypervolume"]
         if self.tracker is not None:
             self.tracker.log_files(info["files"], "study")
@@ -299,6 +344,19 @@ def trials_frame(optuna_study, objectives) -> pd.DataFrame:
         row["failed_reason"] = failed_reason(t)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def prompt_scores(records: list[dict], prompts: list[tuple[str, str]]) -> dict:
+    """Per-sample scores of one trial (every score of the objective, hm and the KL dose), aligned with the study's
+    trial prompts by index: what a paired comparison resamples (report.compare) and power estimates read."""
+    index = {fp: i for i, fp in enumerate(prompts)}
+    out = {"prompt": [index.get((r["family"], r["prompt"])) for r in records], "family": [r["family"] for r in records]}
+    names = list(dict.fromkeys(k for r in records for k in r["scores"]))
+    for k in names:
+        out[k] = [r["scores"].get(k) for r in records]
+    out["hm"] = [r["hm"] for r in records]
+    out["kl"] = [r["metrics"].get("kl") for r in records]
+    return out
 
 
 def _jsonable(x):

@@ -6,10 +6,17 @@ failed as stale by it, and one found missing after a crash (`sync`) are logged t
 The tracking URI is MLflow's: None uses MLflow's default (``sqlite:///mlflow.db`` in the working
 directory), ``http://host:port`` a tracking server, any other URI its store. Writes go through the
 explicit ``MlflowClient`` so several studies and workers can share a process or a server.
+
+Samples as traces (issue 16): each trial's samples (the spec's `traces` share) are logged as MLflow traces in the
+study's experiment, linked to the trial's run: prompt, steered and unsteered response, tags for study, trial,
+family, controller and α; the scores as feedback (`sample_feedback`). A person adds HUMAN feedback named
+concept / coherency / relevance (0/1/2, bench/judge_quality/labels/GUIDE.md) in the UI; evaluation.mlflow_labels
+reads it back as labels.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -21,6 +28,12 @@ from steeropt.errors import SteeroptError
 STUDY_TAG = "steeropt.study"  # an MLflow tag name: stable across releases (resume finds old runs)
 TRIAL_TAG = "steeropt.trial"
 KIND_TAG = "steeropt.kind"
+SAMPLE_TAG = "steeropt.sample"  # a trace's sample index in its trial's samples file
+REVIEW_TAG = "steeropt.review"  # set by `steeropt review` on the traces worth labelling (value: the round)
+# MLflow UIs 3.0-3.x read this experiment tag to open an experiment on its runs ("custom_model_development") rather
+# than the GenAI overview; 3.17 reads the URL's ?workflowType= (or the toggle's saved choice) instead: see ui_url.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+LABEL_SCALE = "0, 1 or 2 (bench/judge_quality/labels/GUIDE.md)"
 # bounded HTTP retries for study-artifact refreshes (MLflow reads these at each request)
 _ARTIFACT_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
@@ -64,23 +77,27 @@ def _probe(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
 class Tracker:
     """Logs a study to MLflow. Reuses the study's parent run when a study is resumed."""
 
-    def __init__(self, tracking_uri: str | None, experiment: str, study_name: str):
+    def __init__(self, tracking_uri: str | None, experiment: str, study_name: str, *, traces: float | None = None):
+        """traces: share of samples logged as traces; None = the `traces` of the resolved spec given to start()."""
         from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (fail early if mlflow is broken)
 
-        self.tracking_uri, self.study_name = tracking_uri, study_name
+        self.tracking_uri, self.study_name, self.trace_share = tracking_uri, study_name, traces
+        self.context: dict = {}  # what traces need about the study (concept, judge card), set by start() / attach()
         _probe(tracking_uri)
         try:
             self.client = _client(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment)
+                    self.experiment_id = self.client.create_experiment(experiment, tags=dict([EXPERIMENT_KIND]))
                 except Exception:  # another worker created it at the same moment?
                     exp = self.client.get_experiment_by_name(experiment)
                     if exp is None:
                         raise
             if exp is not None:
                 self.experiment_id = exp.experiment_id
+                if EXPERIMENT_KIND[0] not in exp.tags:  # an older study's experiment; a kind someone chose stays
+                    self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         except Exception as exc:
             raise SteeroptError(f"tracking URI {tracking_uri or '(MLflow default)'} refused the study: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -92,6 +109,7 @@ class Tracker:
     def start(self, params: dict, tags: dict, artifacts: dict[str, str]) -> str:
         """Find or create the study's parent run; `artifacts` maps file name -> text content.
         Raises SteeroptError when the tracking store refuses the writes."""
+        self._set_context(artifacts)
         try:
             return self._start(params, tags, artifacts)
         except SteeroptError:
@@ -174,7 +192,13 @@ class Tracker:
         reason = failed_reason(trial)
         tags = {"state": state, **({"failed_reason": reason} if reason else {}), "feasible": str(ua.get("feasible"))}
         path = samples_file(runs_dir, trial.number)
-        return self.log_trial(trial.number, params, metrics, tags, path.read_text() if path.exists() else None)
+        text = path.read_text() if path.exists() else None
+        run_id = self.log_trial(trial.number, params, metrics, tags, text)
+        if text and self.trace_share:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            keep = [r for r in records if traced(self.study_name, trial.number, r.get("index", 0), self.trace_share)]
+            self._try_traces(trial, keep, run_id, runs_dir)
+        return run_id
 
     def sync(self, trials, runs_dir: Path, min_age_s: float = 0.0) -> list[int]:
         """Log the finished trials MLflow is missing (a crash between Optuna's tell and MLflow's log).
@@ -215,6 +239,111 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
+        if self.trace_share:
+            import mlflow
+
+            mlflow.flush_trace_async_logging()  # traces are exported in the background: all stored on return
+
+    # ---- samples as traces (issue 16) -----------------------------------------------------------
+    def _set_context(self, artifacts: dict[str, str]) -> None:
+        """Concept, objective, judge card and trace share from what the study records about itself (the resolved
+        spec and judge_card.json of its parent run)."""
+        import yaml
+
+        resolved = yaml.safe_load(artifacts.get("study.yaml") or "{}") or {}
+        study = resolved.get("study") or {}
+        objective = resolved.get("objective") or {}
+        self.context = {"concept": study.get("concept") or {}, "card": json.loads(artifacts.get("judge_card.json") or "{}"),
+                        "objective": {"name": objective.get("name"), "filtered_score": objective.get("filtered_score") or {}}}
+        if self.trace_share is None:
+            self.trace_share = float(study.get("traces", 0.0))
+
+    def attach(self) -> str:
+        """Find the study's parent run (for a command run after the study, e.g. `steeropt review`) and read the
+        study's context from its artifacts. Raises SteeroptError when the study was never logged here."""
+        runs = self._parents()
+        if not runs:
+            raise SteeroptError(f"no MLflow run of study '{self.study_name}' at {self.client.tracking_uri}: run the "
+                                "study with tracking on first")
+        self.parent_id = runs[0].info.run_id
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no progress bars
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {}
+            for name in ("study.yaml", "judge_card.json"):
+                try:
+                    files[name] = Path(self.client.download_artifacts(self.parent_id, name, tmp)).read_text()
+                except Exception:  # noqa: BLE001  (an older study without it: traces carry less)
+                    pass
+        self._set_context(files)
+        return self.parent_id
+
+    def trial_run_ids(self) -> dict[int, str]:
+        runs = self._search(f"tags.`{STUDY_TAG}` = '{self.study_name}' and tags.`{KIND_TAG}` = 'trial'")
+        return {int(r.data.tags[TRIAL_TAG]): r.info.run_id for r in runs}
+
+    def sample_traces(self) -> dict[tuple[int, int], object]:
+        """(trial, sample index) -> TraceInfo of the study's sample traces already logged."""
+        found, token = {}, None
+        for _ in range(10_000):  # pages of 500: bounded
+            page = self.client.search_traces([self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{self.study_name}'",
+                                             max_results=500, page_token=token, include_spans=False)
+            for t in page:
+                tags = t.info.tags
+                if TRIAL_TAG in tags and SAMPLE_TAG in tags:
+                    found[(int(tags[TRIAL_TAG]), int(tags[SAMPLE_TAG]))] = t.info
+            token = page.token
+            if not token:
+                break
+        return found
+
+    def _try_traces(self, trial, records, run_id, runs_dir) -> None:
+        """Traces are for review: one that cannot be written is a warning, never a failed trial."""
+        import logging
+
+        try:
+            self.log_traces(trial, records, run_id, runs_dir)
+        except Exception as exc:  # noqa: BLE001
+            logging.getLogger(__name__).warning("sample traces of trial %s not logged to MLflow: %s: %s",
+                                                trial.number, type(exc).__name__, str(exc)[:200])
+
+    def log_traces(self, trial, records: list[dict], run_id: str | None, runs_dir: Path) -> list[str]:
+        """One trace per sample record of a stored trial (FrozenTrial), in the study's experiment and linked to the
+        trial's run: prompt, steered and unsteered response, tags, and the scores as feedback. Returns trace ids.
+
+        The feedback is attached before the trace ends, so MLflow stores trace and feedback in one export (and in
+        the background: MLflow's async trace logging; `finish` flushes)."""
+        import mlflow
+        from mlflow.entities import SpanType
+        from mlflow.entities.trace_location import MlflowExperimentLocation
+
+        if mlflow.get_tracking_uri() != self.client.tracking_uri:  # traces go where the runs go
+            mlflow.flush_trace_async_logging()
+            mlflow.set_tracking_uri(self.client.tracking_uri)
+        base = read_baseline(runs_dir)
+        concept = self.context.get("concept") or {}
+        raw = (trial.user_attrs.get("raw_alphas") or {})
+        controllers = sorted({k.split(".")[1] for k in raw if k.count(".") >= 2})
+        ids = []
+        for r in records:
+            tags = {STUDY_TAG: self.study_name, TRIAL_TAG: str(trial.number), SAMPLE_TAG: str(r.get("index", 0)),
+                    "steeropt.family": str(r.get("family")), "steeropt.controller": ",".join(controllers) or "none",
+                    "steeropt.alpha": json.dumps(trial.params, sort_keys=True)[:1000],
+                    "steeropt.concept": str(concept.get("name", "")),
+                    "steeropt.concept_description": str(concept.get("description", ""))[:1000],
+                    "steeropt.finished": str(bool(r.get("finished"))).lower(),
+                    "steeropt.filtered": str(bool(r.get("filtered"))).lower()}
+            unsteered = base.get((r.get("family"), r.get("prompt")))
+            with mlflow.start_span(f"trial-{trial.number} {r.get('family')}", span_type=SpanType.LLM,
+                                   trace_destination=MlflowExperimentLocation(self.experiment_id)) as span:
+                span.set_inputs({"prompt": r["prompt"]})
+                span.set_outputs({"steered": r["text"], "unsteered": unsteered})
+                span.set_attributes({"params": trial.params, "raw_alphas": raw, "n_tokens": len(r.get("token_ids") or [])})
+                mlflow.update_current_trace(tags=tags, request_preview=r["prompt"][:1000], response_preview=r["text"][:1000],
+                                            metadata={"mlflow.sourceRun": run_id} if run_id else None)
+                for fb in sample_feedback(r, self.context.get("card") or {}, self.context.get("objective")):
+                    mlflow.log_feedback(trace_id=span.trace_id, **fb)
+                ids.append(span.trace_id)
+        return ids
 
 
 def study_runs(tracking_uri: str | None, study_name: str, experiment: str | None = None):
@@ -234,3 +363,91 @@ def samples_file(runs_dir: Path, number: int) -> Path:
 
 def dumps_jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, default=str) + "\n" for r in records)
+
+
+def traced(study: str, number: int, index: int, share: float) -> bool:
+    """Is this sample in the traced share? A fixed hash of (study, trial, sample): every worker and every resume
+    picks the same samples."""
+    digest = hashlib.sha256(f"{study}/{number}/{index}".encode()).digest()  # well mixed (crc32 of near strings is not)
+    return share >= 1.0 or int.from_bytes(digest[:8], "big") < share * 2**64
+
+
+def baseline_file(runs_dir: Path) -> Path:
+    """The unsteered answers to the trial prompts (JSON lines: family, prompt, text), next to the samples."""
+    return Path(runs_dir) / "baseline.jsonl"
+
+
+def write_baseline(runs_dir: Path, samples) -> Path:
+    """Keep the study's unsteered samples on disk, so traces show them beside the steered answers."""
+    path = baseline_file(runs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps_jsonl([{"family": s.family, "prompt": s.prompt, "text": s.text} for s in samples]))
+    return path
+
+
+def read_baseline(runs_dir: Path) -> dict[tuple[str, str], str]:
+    path = baseline_file(runs_dir)
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["family"], r["prompt"]): r["text"] for r in rows}
+
+
+def feedback_name(score: str) -> str:
+    """The label name an objective's score is compared with (concept, coherency = fluency, relevance), else itself."""
+    from steeropt.evaluation.calibration import LABEL_OF_AXIS
+    from steeropt.evaluation.validation import AXIS_SCORES
+
+    return next((LABEL_OF_AXIS[axis] for axis, names in AXIS_SCORES.items() if score in names), score)
+
+
+def sample_feedback(rec: dict, card: dict, objective: dict) -> list[dict]:
+    """The feedback (mlflow.log_feedback keywords) for one sample record of the objective stack.
+
+    A score a judge call produced or fed (a rubric, or a calibrated map of a judge's score) comes from LLM_JUDGE
+    with the judge's identity and the rubric's hash; everything else (cheap metrics, calibrated cheap-tier maps,
+    the floor a gate gives a filtered sample) from CODE: that is what computed it. Missing and filtered scores
+    are feedback with an error, never a value. The gate decision and the cheap-tier metrics are CODE feedback.
+    objective: {"name", "filtered_score"} of the study's objective."""
+    from mlflow.entities import AssessmentError, AssessmentSource, AssessmentSourceType
+
+    code = AssessmentSource(AssessmentSourceType.CODE, f"steeropt/{objective.get('name') or 'objective'}")
+    floors = objective.get("filtered_score") or {}
+    out = []
+    for name, value in (rec.get("scores") or {}).items():
+        src = (card.get("scores") or {}).get(name) or {}
+        meta = {"score": name, "scale": "0-1 (about label / 2)", **{k: str(v) for k, v in src.items() if v is not None
+                                                                     and k in ("rubric", "rubric_sha", "calibrated", "sha256", "metric", "axis")}}
+        judged = (rec.get("judge") or {}).get(name)
+        source = code
+        if rec.get("filtered") and name in floors:  # the gate's floor, not a measurement (an audit's judging aside)
+            meta["floor"] = "gate"
+        elif judged is not None:
+            source = AssessmentSource(AssessmentSourceType.LLM_JUDGE, str(card.get("judge") or "judge"))
+            meta |= {"judge_score": str(judged.get("score")), "cached": str(judged.get("cached"))}
+        fb = {"name": feedback_name(name), "source": source, "metadata": meta}
+        if value is None:
+            why = (rec.get("missing") or {}).get(name)
+            code_, msg = ("MISSING", why) if why else ("FILTERED", f"filtered ({', '.join(rec.get('filter_reasons') or [])}): not judged")
+            fb["error"] = AssessmentError(error_code=code_, error_message=msg)
+        else:
+            fb["value"] = float(value)
+        out.append(fb)
+    reasons = rec.get("filter_reasons") or []
+    out.append({"name": "gate", "value": "filtered" if rec.get("filtered") else "pass", "source": code,
+                "rationale": ", ".join(reasons) or None, "metadata": {"audited": str(bool(rec.get("audited")))}})
+    cheap = {k: float(f"{v:.4g}") for k, v in (rec.get("metrics") or {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if cheap:
+        out.append({"name": "cheap_tier", "value": cheap, "source": code})
+    return out
+
+
+def ui_url(tracking_uri: str, experiment_id: str, tab: str = "runs") -> tuple[str, str | None]:
+    """(link to the experiment's tab in the MLflow UI, the command that serves the UI or None for a server).
+    ?workflowType= picks the UI mode in MLflow 3.17 (machine_learning: runs; genai: traces, labelling)."""
+    mode = "genai" if tab == "traces" else "machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/{tab}?workflowType={mode}", None
+    return (f"http://127.0.0.1:5000/#/experiments/{experiment_id}/{tab}?workflowType={mode}",
+            f"mlflow ui --backend-store-uri {tracking_uri}")

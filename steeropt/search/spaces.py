@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from steeropt.errors import SteeroptError
 from steeropt.types import CONTROLLERS, POSITIONS, InterventionPlan, Site
@@ -63,6 +63,7 @@ class Range(BaseModel):
     integer: bool = False  # e.g. a tent peak that must sit on a layer
     grid: list[float] | None = None  # explicit values for the grid optimizer (else evenly spaced)
     baseline: float | None = None  # value in the unsteered point when it is not α = 0 (decoding params)
+    unit: Literal["alpha", "kl"] = "alpha"  # kl: the values are doses in nats, mapped to α per site (dose_units)
 
     @model_validator(mode="after")
     def _check(self) -> Range:
@@ -72,6 +73,8 @@ class Range(BaseModel):
             raise ValueError(f"log scale needs low > 0, got low={self.low}")
         if self.scale == "log" and self.step is not None:
             raise ValueError("step cannot be combined with log scale")
+        if self.unit == "kl" and self.low < 0:
+            raise ValueError(f"a KL dose range needs low >= 0, got low={self.low}")
         bad = [v for v in self.grid or [] if not self.low <= v <= self.high]
         if bad:
             raise ValueError(f"grid values {bad} lie outside [{self.low}, {self.high}]")
@@ -176,6 +179,14 @@ class SearchSpaceSpec(BaseModel):
     controller: ControllerChoice | None = None
     positions: list[Position] | None = None  # a categorical "positions" parameter for every site
     decoding: DecodingSpace | None = None
+    _dose_maps: dict = PrivateAttr(default_factory=dict)  # param -> dose_units.DoseMap (KL-unit parameters)
+
+    def set_dose_maps(self, maps: dict) -> None:
+        """The α ↔ KL maps of the KL-unit parameters (search.dose_units.calibrate sets them)."""
+        self._dose_maps = dict(maps)
+
+    def kl_unit_params(self) -> list[str]:
+        return [s.param or self._site_param(s) for s in self.sites if s.alpha.unit == "kl"]
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpaceSpec:
@@ -252,7 +263,7 @@ class SearchSpaceSpec(BaseModel):
             return Site(layer, ctrl or s.controller, s.vector, tuple(s.heads) if s.heads else None, pos or s.positions)
 
         sites = [site(s.layer, s) for s in self.sites]
-        site_alphas = [params[s.param or self._site_param(s)] for s in self.sites]
+        site_alphas = [self._alpha_of(s, params[s.param or self._site_param(s)]) for s in self.sites]
         alphas = [0.0 if a is None else float(a) for a in site_alphas]
         active = [a is not None for a in site_alphas]
         for k in self.kernels:
@@ -265,6 +276,16 @@ class SearchSpaceSpec(BaseModel):
         decoding = {key: float(params[key]) for key, r in self.decoding or DecodingSpace() if r is not None}
         return InterventionPlan(sites=sites, alphas=alphas, params=dict(params), decoding=decoding,
                                 active=None if all(active) else active)
+
+    def _alpha_of(self, s: SiteSpec, value):
+        """A site's α from its parameter value: as given, or through the dose map of a KL-unit parameter."""
+        if value is None or s.alpha.unit != "kl":
+            return value
+        name = s.param or self._site_param(s)
+        if name not in self._dose_maps:
+            raise SteeroptError(f"search space {self.name!r}: {name} is in KL units and needs its α ↔ KL map "
+                                "(search.dose_units.calibrate, done by Study.setup)")
+        return self._dose_maps[name].alpha_for(float(value))
 
     def baseline_params(self) -> dict:
         """The unsteered point: every α and peak_alpha None (materialize makes those sites inactive: α = 0

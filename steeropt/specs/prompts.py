@@ -11,6 +11,7 @@ and reported on the *held-out* part (as in AxBench), so no prompt is ever in bot
 """
 from __future__ import annotations
 
+import difflib
 import json
 import random
 from dataclasses import dataclass
@@ -39,6 +40,23 @@ class PromptSplit:
     held_out: tuple[str, ...]
 
 
+def missing_file(path: Path) -> SpecError:
+    """"data file not found", with the closest file names next to it ("did you mean")."""
+    near = sorted(p.name for p in path.parent.iterdir() if p.is_file()) if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, near, n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(str(path.parent / c)) for c in close)}?" if close else ""
+    return SpecError(str(path), None, f"data file not found{hint}")
+
+
+def _key_hint(item: dict, keys: tuple[str, ...]) -> str:
+    """" (did you mean 'prompt' for 'promt'?)" when a line's key is a typo of an expected one."""
+    for k in item:
+        close = difflib.get_close_matches(str(k), keys, n=1, cutoff=0.6)
+        if close and k not in keys:
+            return f"; unknown key {k!r}: did you mean {close[0]!r}?"
+    return f"; it has the keys {', '.join(map(repr, item))}" if item else ""
+
+
 def read_texts(path: str | Path, *, keys: tuple[str, ...] = TEXT_KEYS) -> list[str]:
     """Texts of a file: .jsonl -> one JSON string or {"prompt"|"text": ...} per line;
     anything else -> one text per non-blank line (lines starting with '#' are comments)."""
@@ -46,7 +64,7 @@ def read_texts(path: str | Path, *, keys: tuple[str, ...] = TEXT_KEYS) -> list[s
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise SpecError(str(path), None, "data file not found") from None
+        raise missing_file(path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(str(path), None, f"cannot read data file: {e}") from None
     if path.suffix != ".jsonl":
@@ -59,11 +77,13 @@ def read_texts(path: str | Path, *, keys: tuple[str, ...] = TEXT_KEYS) -> list[s
             item = json.loads(line)
         except json.JSONDecodeError as e:
             raise SpecError(str(path), None, f"line {n}: invalid JSON ({e.msg})") from None
+        hint = ""
         if isinstance(item, dict):
+            hint = "" if any(k in item for k in keys) else _key_hint(item, keys)
             item = next((item[k] for k in keys if k in item), None)
         if not isinstance(item, str) or not item.strip():
             raise SpecError(str(path), None, f"line {n}: expected a non-empty string or an object with "
-                                             f"one of the keys {', '.join(keys)}")
+                                             f"one of the keys {', '.join(keys)}{hint}")
         out.append(item.strip())
     return out
 
@@ -72,7 +92,7 @@ def read_pairs(path: str | Path) -> list[dict]:
     """Contrast pairs from JSONL: one {"positive": str, "negative": str, "prompt": str (optional)} per line."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(str(path), None, "data file not found")
+        raise missing_file(path)
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -83,7 +103,9 @@ def read_pairs(path: str | Path) -> list[dict]:
             raise SpecError(str(path), None, f"line {n}: invalid JSON ({e.msg})") from None
         if not (isinstance(item, dict) and isinstance(item.get("positive"), str)
                 and isinstance(item.get("negative"), str)):
-            raise SpecError(str(path), None, f"line {n}: expected an object with string keys 'positive' and 'negative'")
+            hint = _key_hint(item, ("prompt", "positive", "negative")) if isinstance(item, dict) else ""
+            raise SpecError(str(path), None, f"line {n}: expected an object with string keys 'positive' and "
+                                             f"'negative'{hint}")
         out.append({"prompt": item.get("prompt", ""), "positive": item["positive"], "negative": item["negative"]})
     if not out:
         raise SpecError(str(path), None, "no contrast pairs in file")

@@ -163,11 +163,21 @@ class OptimizerSpec(_Spec):
     settings: dict[str, Any] = {}  # passed to make_optimizer(**settings)
 
 
+class ReevaluationSpec(_Spec):
+    """Re-evaluation of the points that will be reported, on fresh selection prompts (report.reeval)."""
+
+    prompts: int = Field(3, gt=0)  # fresh selection prompts per family and round for each live candidate
+    rounds: int = Field(2, ge=1)  # racing rounds; a candidate whose question the intervals settle stops early
+    keep: float = Field(0.5, gt=0.0, le=1.0)  # share of the unsettled candidates kept for the next round
+    max_candidates: int = Field(8, gt=0)  # front members + per-family choices re-evaluated in round 1
+
+
 class BudgetSpec(_Spec):
     trials: int = Field(30, gt=0)  # candidates evaluated in total
     batch_size: int = Field(8, gt=0)  # candidates asked for and generated in one batched generate call
     prompts_per_trial: int = Field(8, gt=0)  # selection prompts each candidate is scored on (across families)
     max_judge_calls: int | None = Field(None, ge=0)  # hard cap on judge requests for the study (None = no cap)
+    reevaluation: ReevaluationSpec | None = None  # None = report the trials' own (lucky-draw prone) values
 
 
 class StudySpec(_Spec):
@@ -190,6 +200,9 @@ class StudySpec(_Spec):
     storage: str = "sqlite:///steeropt.db"  # Optuna storage URL (PostgreSQL for several workers)
     tracking_uri: str | None = None  # MLflow tracking URI; None = MLflow's default (./mlflow.db)
     experiment: str | None = None  # MLflow experiment name; None = the study name
+    # share of samples logged as MLflow traces with their scores as feedback, for review and labelling (issue
+    # 16): all by default, since labels decide what the scores are worth; ~0.1 s each, exported in the background
+    traces: float = Field(1.0, ge=0.0, le=1.0)
 
     _source: str = PrivateAttr("<inline>")  # the spec file (set by specs.build)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # relative paths in the file resolve from here

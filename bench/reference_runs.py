@@ -1,0 +1,169 @@
+"""The README's reference runs: the quickstart and the four controller-comparison studies, each with two seeds,
+then `pick` on every study and `compare` per seed; checks that the decisions agree across seeds.
+
+    .venv/bin/python bench/reference_runs.py [--seeds 0 1] [--out runs/reference] [--only quickstart compare]
+
+A seed is a replicate: it draws which selection prompts the trials are scored on (runner.parts.trial_prompts)
+and seeds the optimizer; the held-out prompts stay the same. Each (study, seed) runs as its own study
+`<name>-s<seed>` (a copy of the spec with that name and seed, written to OUT/specs/), in one storage OUT/steeropt.db
+and one MLflow store OUT/mlflow.db, so nothing mixes with a user's own runs. Writes OUT/report.md and
+OUT/report.json: per seed the comparison (paired differences, matched dose) and the picks, and the agreement:
+- controller ranking: every paired difference called clear in one seed has the same sign in the other seed;
+- picked α per family: the chosen strengths' intervals (bootstrap of the fitted choice) overlap across seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+COMPARE = ["compare-add", "compare-clamp", "compare-affine", "compare-head-add"]
+
+
+def variant(name: str, seed: int, out: Path) -> Path:
+    from steeropt.specs import build
+
+    spec = build("study", ROOT / "studies" / f"{name}.yaml")
+    d = spec.model_dump(mode="json")  # includes applied, paths absolute
+    d.update(name=f"{name}-s{seed}", seed=seed, storage=f"sqlite:///{out / 'steeropt.db'}",
+             tracking_uri=f"sqlite:///{out / 'mlflow.db'}",
+             experiment=(f"{spec.experiment}-s{seed}" if spec.experiment else None))
+    path = out / "specs" / f"{name}-s{seed}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def run_all(names, seeds, out: Path, pick_only: bool = False) -> dict:
+    from steeropt.engine.models import load_model
+    from steeropt.report.compare import compare
+    from steeropt.report.pick import pick
+    from steeropt.runner.study import Study
+
+    lm = load_model("smollm2-135m-instruct")
+    res = {"seeds": list(seeds), "studies": {}, "compare": {}, "timing": {}}
+    for seed in seeds:
+        for name in names:
+            path = variant(name, seed, out)
+            t = time.time()
+            if not pick_only:
+                study = Study.from_spec(str(path), runs_dir=out / "runs")
+                study.setup(lm=lm)
+                try:
+                    study.run()
+                finally:
+                    study.close()
+            t_run = time.time() - t
+            try:
+                p = pick(str(path), lm=lm, out=out / "profiles" / f"{name}-s{seed}").to_dict()
+            except Exception as exc:  # keep the other studies' runs; `--pick-only` redoes the picks
+                import traceback
+
+                traceback.print_exc()
+                p = {"error": f"{type(exc).__name__}: {exc}", "families": {}}
+            res["studies"][f"{name}-s{seed}"] = {"pick": p, "seconds_run": t_run,
+                                                 "seconds_pick": time.time() - t - t_run}
+            print(f"[reference] {name} seed {seed}: run {t_run:.0f} s, pick {time.time() - t - t_run:.0f} s", flush=True)
+        cmp_names = [n for n in names if n in COMPARE]
+        if len(cmp_names) >= 2:
+            c = compare([str(out / "specs" / f"{n}-s{seed}.yaml") for n in cmp_names], out_dir=out / f"compare-s{seed}",
+                        name=f"reference-compare-s{seed}")
+            res["compare"][seed] = {"dict": c.to_dict(), "markdown": c.markdown()}
+    return res
+
+
+def agreement(res: dict) -> dict:
+    seeds = res["seeds"]
+    out = {"ranking": [], "alpha": []}
+    if len(seeds) >= 2 and all(s in res["compare"] for s in seeds[:2]):
+        a, b = (res["compare"][s]["dict"]["paired"] or {"pairs": []} for s in seeds[:2])
+        key = lambda r: (r["a"].rsplit("-s", 1)[0], r["b"].rsplit("-s", 1)[0], r["figure"])  # noqa: E731
+        other = {key(r): r for r in b["pairs"]}
+        for r in a["pairs"]:
+            o = other.get(key(r))
+            if o is None or r["diff"] is None or o["diff"] is None or not (r["clear"] or o["clear"]):
+                continue
+            same = (r["diff"] > 0) == (o["diff"] > 0)
+            out["ranking"].append({"pair": key(r), "seed_a": [r["diff"], r["ci"], r["clear"]],
+                                   "seed_b": [o["diff"], o["ci"], o["clear"]], "same_sign": same})
+    names = sorted({k.rsplit("-s", 1)[0] for k in res["studies"]})
+    for n in names:
+        picks = [res["studies"].get(f"{n}-s{s}", {}).get("pick") for s in seeds[:2]]
+        if None in picks:
+            continue
+        for fam in picks[0]["families"]:
+            fa, fb = picks[0]["families"][fam], picks[1]["families"][fam]
+            ia, ib = (fa.get("fit") or {}).get("x_ci"), (fb.get("fit") or {}).get("x_ci")
+            xa = (fa.get("setting") or {}).get("params")
+            xb = (fb.get("setting") or {}).get("params")
+            overlap = None if not ia or not ib else bool(ia[0] <= ib[1] and ib[0] <= ia[1])
+            out["alpha"].append({"study": n, "family": fam, "status": [fa["status"], fb["status"]],
+                                 "alpha": [xa, xb], "alpha_ci": [ia, ib], "overlap": overlap})
+    return out
+
+
+def report_md(res: dict, agree: dict) -> str:
+    lines = ["# Reference runs (bench/reference_runs.py)", ""]
+    for seed in res["seeds"]:
+        lines += [f"## seed {seed}", ""]
+        if seed in res["compare"]:
+            lines += [res["compare"][seed]["markdown"], ""]
+        lines += ["| study | family | status | α [95% of the fitted choice] | held-out concept | unsteered | held-out "
+                  "coherency | held-out relevance | why |", "|---|---|---|---|---|---|---|---|---|"]
+        for k, v in res["studies"].items():
+            if not k.endswith(f"-s{seed}"):
+                continue
+            for fam, f in v["pick"]["families"].items():
+                params = (f.get("setting") or {}).get("params") or {}
+                a = ", ".join(f"{x:.3f}" for x in params.values() if isinstance(x, float)) or "—"
+                ci = (f.get("fit") or {}).get("x_ci")
+                ho, un = f.get("held_out") or {}, f.get("unsteered_held_out") or {}
+
+                def cell(d, n):
+                    x = d.get(n) or {}
+                    return "—" if x.get("value") is None else (f"{x['value']:.2f}" + (
+                        f" [{x['ci'][0]:.2f}, {x['ci'][1]:.2f}]" if x.get("ci") else ""))
+                lines.append(f"| {k} | {fam} | {f['status']} | {a}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                             + f" | {cell(ho, 'concept')} | {cell(un, 'concept')} | {cell(ho, 'coherency')} | "
+                               f"{cell(ho, 'relevance')} | {(f.get('reason') or '')[:160]} |")
+        lines.append("")
+    lines += ["## agreement across seeds", ""]
+    rk = agree["ranking"]
+    lines.append(f"- controller ranking: {sum(r['same_sign'] for r in rk)} of {len(rk)} differences that are clear in "
+                 "at least one seed have the same sign in both")
+    for r in rk:
+        lines.append(f"  - {r['pair']}: seed A {r['seed_a'][0]:+.3f} (clear {r['seed_a'][2]}), seed B "
+                     f"{r['seed_b'][0]:+.3f} (clear {r['seed_b'][2]}) → {'same' if r['same_sign'] else 'DIFFERENT'}")
+    al = [a for a in agree["alpha"] if a["overlap"] is not None]
+    lines.append(f"- picked α per family: {sum(a['overlap'] for a in al)} of {len(al)} (study, family) pairs have "
+                 "overlapping intervals of the fitted choice across seeds")
+    for a in agree["alpha"]:
+        lines.append(f"  - {a['study']} / {a['family']}: {a['alpha']} intervals {a['alpha_ci']} → overlap {a['overlap']}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--out", default=str(ROOT / "runs" / "reference"))
+    ap.add_argument("--only", nargs="+", choices=["quickstart", "compare"], default=["quickstart", "compare"])
+    ap.add_argument("--pick-only", action="store_true", help="studies already run: redo the picks and comparisons")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    names = (COMPARE if "compare" in args.only else []) + (["quickstart"] if "quickstart" in args.only else [])
+    res = run_all(names, args.seeds, out, pick_only=args.pick_only)
+    agree = agreement(res)
+    (out / "report.json").write_text(json.dumps({**res, "agreement": agree}, indent=1, default=str))
+    (out / "report.md").write_text(report_md(res, agree))
+    print(report_md(res, agree))
+
+
+if __name__ == "__main__":
+    main()

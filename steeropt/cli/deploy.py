@@ -1,0 +1,45 @@
+"""CLI commands `parity` and `serve` (issue 13), registered on the steeropt app."""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from steeropt.cli._app import app, console
+
+
+@app.command()
+def parity(profile: str = typer.Argument(..., help="profile directory (from steeropt pick)"),
+           engine: str = typer.Option("llama.cpp", help="engine to check: llama.cpp or transformers (apply_profile)"),
+           family: Optional[List[str]] = typer.Option(None, help="only these families (default: every deployable one)"),
+           max_new_tokens: Optional[int] = typer.Option(None, min=1, help="shorter answers (default: the profile's)"),
+           max_prompts: Optional[int] = typer.Option(None, min=1, help="only the first N held-out prompts per family"),
+           as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON")):
+    """Run the exported setting on a serving engine and compare with the study's transformers reference on the
+    held-out prompts; exit 1 outside the stated tolerance."""
+    from steeropt.report.parity import format_report, parity as run_parity
+
+    rep = run_parity(profile, engine=engine, families=family or None, max_new_tokens=max_new_tokens,
+                     max_prompts=max_prompts)
+    if as_json:
+        typer.echo(json.dumps(rep.to_dict(), indent=1, default=str))
+    else:
+        typer.echo(format_report(rep))
+    if not rep.passed:
+        console.print(f"[bold red]parity failed[/] on {rep.engine}: " + "; ".join(rep.failures), highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(profile: str = typer.Argument(..., help="profile directory (from steeropt pick)"),
+          host: str = typer.Option("127.0.0.1", help="address to listen on"),
+          port: int = typer.Option(8000, min=1, max=65535),
+          model: Optional[str] = typer.Option(None, help="model ref (default: the profile's model)"),
+          max_batch: int = typer.Option(32, min=1, help="rows per generate call"),
+          batch_wait_ms: float = typer.Option(10.0, min=0.0, help="how long to collect concurrent requests")):
+    """An OpenAI-compatible /v1/chat/completions server applying the profile per request (routed family,
+    or the request's `family` / `steer` fields)."""
+    from steeropt.serve import run
+
+    run(profile, host=host, port=port, model=model, max_batch=max_batch, wait_ms=batch_wait_ms)
