@@ -40,7 +40,7 @@ def variant(name: str, seed: int, out: Path) -> Path:
     return path
 
 
-def run_all(names, seeds, out: Path, pick_only: bool = False) -> dict:
+def run_all(names, seeds, out: Path, pick_only: bool = False, held_out_all: bool = False) -> dict:
     from steeropt.engine.models import load_model
     from steeropt.report.compare import compare
     from steeropt.report.pick import pick
@@ -48,33 +48,38 @@ def run_all(names, seeds, out: Path, pick_only: bool = False) -> dict:
 
     lm = load_model("smollm2-135m-instruct")
     res = {"seeds": list(seeds), "studies": {}, "compare": {}, "timing": {}}
-    for seed in seeds:
-        for name in names:
-            path = variant(name, seed, out)
-            t = time.time()
-            if not pick_only:
-                study = Study.from_spec(str(path), runs_dir=out / "runs")
-                study.setup(lm=lm)
-                try:
-                    study.run()
-                finally:
-                    study.close()
-            t_run = time.time() - t
+    # compare studies of every seed before the second quickstart: the comparison tables come first
+    order = [(s, n) for s in seeds[:1] for n in names] + [(s, n) for s in seeds[1:] for n in names]
+    for seed, name in order:
+        path = variant(name, seed, out)
+        t = time.time()
+        if not pick_only:
+            study = Study.from_spec(str(path), runs_dir=out / "runs")
+            study.setup(lm=lm)
             try:
-                p = pick(str(path), lm=lm, out=out / "profiles" / f"{name}-s{seed}").to_dict()
-            except Exception as exc:  # keep the other studies' runs; `--pick-only` redoes the picks
-                import traceback
+                study.run()
+            finally:
+                study.close()
+        t_run = time.time() - t
+        try:
+            # the held-out check (the expensive part) for the quickstart; compare studies report their
+            # fitted choice per family with its interval (what the seed agreement needs)
+            p = pick(str(path), lm=lm, out=out / "profiles" / f"{name}-s{seed}",
+                     held_out=name == "quickstart" or held_out_all).to_dict()
+        except Exception as exc:  # keep the other studies' runs; `--pick-only` redoes the picks
+            import traceback
 
-                traceback.print_exc()
-                p = {"error": f"{type(exc).__name__}: {exc}", "families": {}}
-            res["studies"][f"{name}-s{seed}"] = {"pick": p, "seconds_run": t_run,
-                                                 "seconds_pick": time.time() - t - t_run}
-            print(f"[reference] {name} seed {seed}: run {t_run:.0f} s, pick {time.time() - t - t_run:.0f} s", flush=True)
+            traceback.print_exc()
+            p = {"error": f"{type(exc).__name__}: {exc}", "families": {}}
+        res["studies"][f"{name}-s{seed}"] = {"pick": p, "seconds_run": t_run,
+                                             "seconds_pick": time.time() - t - t_run}
+        print(f"[reference] {name} seed {seed}: run {t_run:.0f} s, pick {time.time() - t - t_run:.0f} s", flush=True)
         cmp_names = [n for n in names if n in COMPARE]
-        if len(cmp_names) >= 2:
+        if len(cmp_names) >= 2 and name == cmp_names[-1]:
             c = compare([str(out / "specs" / f"{n}-s{seed}.yaml") for n in cmp_names], out_dir=out / f"compare-s{seed}",
                         name=f"reference-compare-s{seed}")
             res["compare"][seed] = {"dict": c.to_dict(), "markdown": c.markdown()}
+        (out / "partial.json").write_text(json.dumps(res, indent=1, default=str))  # what is done so far
     return res
 
 
@@ -154,9 +159,22 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "reference"))
     ap.add_argument("--only", nargs="+", choices=["quickstart", "compare"], default=["quickstart", "compare"])
     ap.add_argument("--pick-only", action="store_true", help="studies already run: redo the picks and comparisons")
+    ap.add_argument("--merge", nargs="+", help="only merge the partial.json of these OUT dirs (seeds run apart)")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        res = {"seeds": [], "studies": {}, "compare": {}, "timing": {}}
+        for d in args.merge:
+            part = json.loads((Path(d) / "partial.json").read_text())
+            res["seeds"] += [s for s in part["seeds"] if s not in res["seeds"]]
+            res["studies"].update(part["studies"])
+            res["compare"].update({int(k): v for k, v in part["compare"].items()})
+        agree = agreement(res)
+        (out / "report.json").write_text(json.dumps({**res, "agreement": agree}, indent=1, default=str))
+        (out / "report.md").write_text(report_md(res, agree))
+        print(report_md(res, agree))
+        return
     names = (COMPARE if "compare" in args.only else []) + (["quickstart"] if "quickstart" in args.only else [])
     res = run_all(names, args.seeds, out, pick_only=args.pick_only)
     agree = agreement(res)

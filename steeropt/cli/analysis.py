@@ -115,7 +115,8 @@ def _print_pick(res) -> None:
     shown = [res.maximize, *(n for n, _, _ in res.constraints)]
     for f, p in res.families.items():
         ok = p.status == "ok"
-        head = "[green]deployable[/]" if ok else "[yellow]no deployable setting[/]"
+        head = ("[yellow]no deployable setting[/]" if not ok else "[green]deployable[/]" if p.held_out
+                else "[cyan]candidate[/] (not checked on held-out prompts: --no-held-out)")
         c = p.chosen
         setting = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in c.params.items()) if c else "—"
         out.print(f"\n[bold]{f}[/]: {head} — {setting}  (from {p.source}{', robust' if p.robust else ''})", highlight=False)

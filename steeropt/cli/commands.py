@@ -55,7 +55,7 @@ def fit_table(headers: list[str], rows: list[list[str]], *, width: int | None = 
     table = Table(title=elide(title, width) if title else None, title_justify="left")
     for i, h in enumerate(headers):
         if i in wrap:
-            table.add_column(h, overflow="fold", ratio=1)
+            table.add_column(h, overflow="ellipsis", ratio=1)  # wraps at spaces; a too-long word ends in …
         else:
             table.add_column(elide(h, lens[i]), no_wrap=True, min_width=min(lens[i], len(h)))
     for r in rows:
@@ -215,9 +215,12 @@ class LogLines:
 
     def line(self, p) -> str:
         elapsed = time.time() - self.t0
+        if p.phase == "re-evaluation":  # after the trials: the front and the choices on fresh prompts
+            return (f"{time.strftime('%H:%M:%S')} {self.name} re-evaluation {p.reeval_done}/{p.reeval_target} "
+                    f"samples on fresh selection prompts | elapsed {_clock(elapsed)}")
         here = p.done - self.start_done  # trials finished by this process's run
         eta = _clock(elapsed / here * max(self.target - p.done, 0)) if here > 0 else "?"
-        return (f"{time.strftime('%H:%M:%S')} {self.name}: trials {min(p.done, self.target)}/{self.target} | "
+        return (f"{time.strftime('%H:%M:%S')} {self.name} trials {min(p.done, self.target)}/{self.target} | "
                 f"judge calls {p.judge_calls} | front {p.front_size} | HV {p.hypervolume:.3f} | "
                 f"elapsed {_clock(elapsed)} | ETA {eta}")
 
@@ -247,20 +250,29 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
                 # the budget's count (runner.ledger): a stale trial re-queued as another one is not counted twice
                 task = bar.add_task(f"{study.spec.name} trials", total=target, completed=study.progress.done, info="")
 
+                reeval = []
+
                 def update(p):
                     bar.update(task, completed=min(p.done, target),
                                info=f"judge calls {p.judge_calls} | front {p.front_size} | HV {p.hypervolume:.3f}")
+                    if p.phase == "re-evaluation":  # budget.reevaluation: a second bar, in samples
+                        if not reeval:
+                            reeval.append(bar.add_task("re-evaluation (fresh prompts)", total=max(p.reeval_target, 1),
+                                                       info="front + each family's choice"))
+                        bar.update(reeval[0], completed=min(p.reeval_done, p.reeval_target))
 
                 df = study.run(n_trials=trials, callback=update, worker=worker)
         else:
             log = LogLines(study.spec.name, study.progress.done, target)
-            _log(f"{time.strftime('%H:%M:%S')} {study.spec.name}: {study.progress.done}/{target} trials done, running")
+            _log(f"{time.strftime('%H:%M:%S')} {study.spec.name} trials {study.progress.done}/{target} done before this "
+                 "run; one line per finished batch follows")
             df = study.run(n_trials=trials, callback=lambda p: _log(log.line(p)), worker=worker)
         status = "FINISHED"
     finally:
         study.close(status)
     _print_front(study.spec.name, df, study.stack.objectives, study.progress.hypervolume)
-    out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html); "
+    out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html, dose_fits.png, summary.json"
+              + (", reevaluation.csv" if study.spec.budget.reevaluation else "") + "); "
               f"MLflow: mlflow ui --backend-store-uri {study.spec.tracking_uri or 'sqlite:///mlflow.db'}",
               highlight=False)
 

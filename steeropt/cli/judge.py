@@ -90,7 +90,8 @@ def _fmt(e: dict) -> str:
 
 @judge_app.command("check")
 def check(
-    labels: Optional[str] = typer.Argument(None, help="label file (JSONL: prompt, response, concept, labels{concept, coherency, relevance})"),
+    labels: Optional[str] = typer.Argument(None, help="label file (JSONL: prompt, response, concept, "
+                                           "labels{concept, coherency, relevance})"),
     from_mlflow: Optional[str] = _FROM_MLFLOW,
     tracking_uri: Optional[str] = _TRACKING_URI,
     judge: Optional[str] = typer.Option(None, "--judge", help="judge spec; alone: score every axis with it"),

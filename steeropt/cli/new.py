@@ -86,8 +86,10 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
         except ValueError:
             raise SteeroptError(f"--alpha must be LOW,HIGH (two numbers), got {alpha!r}") from None
         rng = (low, high)
-    plan = StudyPlan(name, c, str(concept_path(concept)), controller, layer, rng, model, objective, optimizer, trials,
-                     batch_size, prompts_per_trial, max_new_tokens, storage, tracking_uri)
+    plan = StudyPlan(name, c, str(concept_path(concept)), controller=controller, layer=layer, alpha=rng, model=model,
+                     objective=objective, optimizer=optimizer, trials=trials, batch_size=batch_size,
+                     prompts_per_trial=prompts_per_trial, max_new_tokens=max_new_tokens, storage=storage,
+                     tracking_uri=tracking_uri)
     plan.resolved()  # a bad controller or range fails before any sweep
     root = Path(folder)
     for kind in ("studies", "search_spaces"):  # fail before a sweep, not after it
@@ -107,10 +109,7 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
         prop = propose(sweeps)
         for line in prop.reasons:
             out.print(line, highlight=False)
-        if layer is None:
-            plan.layer = prop.layer
-        else:
-            plan.layer = layer
+        plan.layer = prop.layer if layer is None else layer
         if alpha is None:
             plan.alpha = (prop.low, prop.high)
         plan.notes = ["--from-sweep (keyword rate vs broken samples per α; README 'How to read a sweep'):",

@@ -24,7 +24,7 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
     from rich.table import Table
 
     from steeropt.runner.review import chosen_params, select
-    from steeropt.runner.tracking import LABEL_SCALE, REVIEW_TAG, Tracker, ui_url
+    from steeropt.runner.tracking import LABEL_SCALE, REVIEW_TAG, Tracker, _probe, flush_traces, ui_url
     from steeropt.specs import build
 
     st = build("study", spec)
@@ -33,6 +33,7 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         trials = optuna.load_study(study_name=st.name, storage=st.storage).get_trials(deepcopy=False)
     except KeyError:
         raise SteeroptError(f"no study '{st.name}' in {st.storage}: run it first with 'steeropt run {spec}'") from None
+    _probe(st.tracking_uri)  # a tracking server nobody answers at: say so now, not after MLflow's retries
     if MlflowClient(st.tracking_uri).get_experiment_by_name(st.experiment_name) is None:
         raise SteeroptError(f"no MLflow experiment '{st.experiment_name}' at {st.tracking_uri or 'sqlite:///mlflow.db'}: "
                             f"run the study with tracking on first")
@@ -52,9 +53,7 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         todo = [x for x in missing if x.trial == number]
         for x, tid in zip(todo, tracker.log_traces(by_number[number], [x.record for x in todo], run_ids.get(number), runs)):
             ids[(x.trial, x.index)] = tid
-    import mlflow
-
-    mlflow.flush_trace_async_logging()
+    flush_traces()
     ids |= {k: v.trace_id for k, v in logged.items()}
     rounds = [int(v.tags[REVIEW_TAG]) for v in logged.values() if str(v.tags.get(REVIEW_TAG, "")).isdigit()]
     round_ = str(max(rounds, default=0) + 1)
@@ -63,6 +62,8 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         client.set_trace_tag(ids[(x.trial, x.index)], REVIEW_TAG, round_)
         client.set_trace_tag(ids[(x.trial, x.index)], "steeropt.review_reason", "; ".join(x.reasons)[:1000] or "-")
 
+    queue = tracker.review_queue(f"steeropt review {round_}", [ids[(x.trial, x.index)] for x in items])
+
     table = Table(title=f"{len(items)} samples of '{st.name}' to label (review round {round_})")
     for col in ("trial", "family", "priority", "why", "steered answer"):
         table.add_column(col, overflow="fold")
@@ -70,13 +71,21 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         table.add_row(str(x.trial), x.family, f"{x.priority:.2f}", "; ".join(x.reasons) or "-",
                       x.text.strip().replace("\n", " ")[:120])
     out.print(table)
-    url, serve = ui_url(client.tracking_uri, tracker.experiment_id, "traces")
+    serve = ui_url(client.tracking_uri, tracker.experiment_id)[1]
     if serve:
         out.print(f"Start the MLflow UI:  {serve}", soft_wrap=True)
-    out.print(f"Open:  {url}", soft_wrap=True)
-    out.print(f"Filter the traces with:  tags.`{REVIEW_TAG}` = '{round_}'", soft_wrap=True)
-    out.print("Label each trace: click it, then in its Assessments pane 'Add assessment' three times, with feedback "
-              f"names concept, coherency (fluency) and relevance, each {LABEL_SCALE}. Judge from the prompt and the "
-              "'steered' answer only ('unsteered' is there for comparison).", soft_wrap=True)
+    if queue:
+        url = ui_url(client.tracking_uri, tracker.experiment_id, "review-queue")[0] + f"&selectedQueueId={queue}&startReview=true"
+        out.print(f"Open the review queue 'steeropt review {round_}':  {url}", soft_wrap=True)
+        out.print(f"and answer its three questions (concept, coherency, relevance: {LABEL_SCALE}) for each sample, "
+                  "from the prompt and the 'steered' answer ('unsteered' is there for comparison).", soft_wrap=True)
+    url = ui_url(client.tracking_uri, tracker.experiment_id, "traces")[0]
+    out.print(f"{'Or open' if queue else 'Open'} the traces:  {url}  filtered by  tags.`{REVIEW_TAG}` = '{round_}'",
+              soft_wrap=True)
+    out.print("and on each trace 'Add assessment' three times: feedback names concept, coherency (fluency) and "
+              f"relevance, each {LABEL_SCALE}.", soft_wrap=True)
+    objective = st.part("objective").name  # check the scorer this study used, on the model it steered
     out.print(f"Then:  steeropt judge check --from-mlflow {st.experiment_name}"
-              + (f" --tracking-uri {st.tracking_uri}" if st.tracking_uri else ""), soft_wrap=True)
+              + (f" --tracking-uri {st.tracking_uri}" if st.tracking_uri else "")
+              + (f" --objective {objective}" if objective != "quickstart" else "")
+              + (f" --model {st.model}" if st.model != "smollm2-135m-instruct" else ""), soft_wrap=True)

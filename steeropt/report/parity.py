@@ -46,14 +46,16 @@ TOLERANCE = {
     "kl_rel": 0.35,  # |KL_engine − KL_reference| <= kl_rel · KL_reference + kl_abs (nats)
     "kl_abs": 0.05,
     "zero_strength": 1e-4,  # max |Δ log p| between strength 0 and no control vector (adding 0 is exact)
-    "first_tokens": 0.5,  # share of prompts whose first `first_n` greedy tokens agree between engines
-    "first_n": 4,
+    "match_kl": 0.1,  # mean KL(engine || reference) of next-token distributions at the setting (nats)
+    "first_n": 4,  # reported, not gated: share of prompts whose first 4 greedy tokens agree
 }
 WHY = ("llama.cpp computes with the Q4_1 weights and 8-bit activations (Q4_1 x Q8_1 dot products), the "
        "reference with the same weights dequantised to fp32: next-token log-probs differ by a few 0.01 nats, "
        "near-ties flip greedy tokens and the answers diverge after the flip, so each score moves with the "
-       "divergence. The tolerance is the difference a diverged but correctly steered answer makes; a wrong "
-       "sign, scale or layer shows as a failed sign/scale check or as KL and scores far outside it.")
+       "divergence. Greedy token agreement is reported next to its unsteered floor (the two engines without "
+       "any steering disagree as often) and not gated; the gates are on the next-token distributions, "
+       "teacher-forced on the same tokens (match_kl, and the setting must be nearer than every neighbour), on "
+       "the KL dose and on the pooled scores, each far from what a wrong sign, scale or layer gives.")
 ENGINES = ("llama.cpp", "transformers")
 
 
@@ -429,6 +431,8 @@ def parity(profile, *, engine: str = "llama.cpp", families: list[str] | None = N
                 kl_full.append(kl(d1, du))
                 for (name, c), rd in zip(cands.items(), reference_dists(lm, vectors, list(cands.values()), ids, tgt)):
                     match.setdefault(name, []).append(kl(d1, rd))
+                    if name == "unsteered":  # the floor: both engines without steering, same tokens
+                        match.setdefault("floor (both unsteered)", []).append(kl(du, rd))
             eng.steer(f, None)
             report.families[f] = _family_report(f, prompts, res_e, res_r, axes, eng_s, eng_u, ref_s, ref_u, kl_e,
                                                 zero_diff, kl_half, kl_full, match)
@@ -466,13 +470,16 @@ def _family_report(f, prompts, res_e, res_r, axes, eng_s, eng_u, ref_s, ref_u, k
     tol = TOLERANCE
     kl_r = [r["metrics"].get("kl") for r in res_r[0].samples]
     ke, kr = mean([x for x in kl_e if x == x]), mean(kl_r)
+    floor = mean(match.pop("floor (both unsteered)", []))
     match_mean = {k: mean(v) for k, v in match.items()}
     closest = min(match_mean, key=lambda k: match_mean[k])
+    at = match_mean["setting (+α)"]
     kh, kf = mean(kl_half), mean(kl_full)
     checks = {
         "zero_strength": {"max_abs_logprob_diff": zero_diff, "ok": zero_diff <= tol["zero_strength"]},
         "half_strength": {"kl_half": kh, "kl_full": kf, "ok": bool(kh is not None and kf is not None and 0 < kh < kf)},
-        "match": {"closest": closest, "kl_to": match_mean, "ok": closest == "setting (+α)"},
+        "match": {"closest": closest, "kl_to": match_mean, "floor_kl": floor,
+                  "ok": closest == "setting (+α)" and at <= tol["match_kl"]},
     }
     tokens = {"steered": _agreement([s.token_ids for s in eng_s], [s.token_ids for s in ref_s], tol["first_n"]),
               "unsteered": _agreement([s.token_ids for s in eng_u], [s.token_ids for s in ref_u], tol["first_n"])}
@@ -483,15 +490,15 @@ def _family_report(f, prompts, res_e, res_r, axes, eng_s, eng_u, ref_s, ref_u, k
                         f"(> {tol['zero_strength']:g}): the vector is not applied as a plain addition")
     if not checks["half_strength"]["ok"]:
         failures.append(f"strength ½ does not land between 0 and 1: KL(½)={kh}, KL(1)={kf}")
-    if not checks["match"]["ok"]:
+    if closest != "setting (+α)":
         failures.append(f"the engine's steered distributions are closest to the reference at '{closest}' "
-                        f"(KL {match_mean[closest]:.3f}), not at the setting (KL {match_mean['setting (+α)']:.3f})")
+                        f"(KL {match_mean[closest]:.3f}), not at the setting (KL {at:.3f})")
+    elif at > tol["match_kl"]:
+        failures.append(f"the engine's steered distributions are {at:.3f} nats from the reference's at the setting "
+                        f"(> {tol['match_kl']:g}; unsteered floor {_f(floor)})")
     if not kl_ok:
         failures.append(f"KL to unsteered: engine {ke}, reference {kr}: outside "
                         f"{tol['kl_rel']:g}·reference + {tol['kl_abs']:g}")
-    if tokens["steered"]["first_n_share"] < tol["first_tokens"]:
-        failures.append(f"only {tokens['steered']['first_n_share']:.0%} of prompts agree on the first "
-                        f"{tol['first_n']} greedy tokens (< {tol['first_tokens']:.0%})")
     return {"prompts": len(prompts), "axes": _strip(_axes_diff(res_e[0].samples, res_r[0].samples, axes)),
             "unsteered_axes": _strip(_axes_diff(res_e[1].samples, res_r[1].samples, axes)),
             "tokens": tokens, "kl": {"engine": ke, "reference": kr, "ok": kl_ok}, "checks": checks,
@@ -510,7 +517,8 @@ def format_report(rep: ParityReport) -> str:
         lines.append(f"    KL to unsteered: engine {_f(r['kl']['engine'])}, reference {_f(r['kl']['reference'])}; "
                      f"strength 0 vs none max |Δlog p| {ck['zero_strength']['max_abs_logprob_diff']:.1e}; "
                      f"KL(½) {_f(ck['half_strength']['kl_half'])} < KL(1) {_f(ck['half_strength']['kl_full'])}; "
-                     f"closest reference: {ck['match']['closest']}")
+                     f"closest reference: {ck['match']['closest']} (KL {_f(ck['match']['kl_to'][ck['match']['closest']])}, "
+                     f"unsteered floor {_f(ck['match']['floor_kl'])})")
         for axis, d in r["axes"].items():
             lines.append(f"    {axis}: engine {_f(d['engine'])} reference {_f(d['reference'])} "
                          f"diff {_f(d['diff'], '+.3f')} {_ci(d['ci'])}")

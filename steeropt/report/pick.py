@@ -316,8 +316,14 @@ def choose_reevaluated(record: dict, family: str, space, *, maximize: str, coher
     return p.chosen, by_key[id(p.chosen)], p.robust
 
 
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        abs(a[k] - b[k]) < 1e-6 if isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)) else a[k] == b[k]
+        for k in a)
+
+
 def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float, share: float,
-           concept_target: float, families: list[str], record: dict | None = None) -> PickResult:
+           concept_target: float, families: list[str], record: dict | None = None, n_boot: int = 200) -> PickResult:
     """Steps 1-2 for every family (no model): the chosen setting per family, before the held-out check."""
     from steeropt.report.dose import strength_param, study_fits
 
@@ -326,7 +332,7 @@ def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float,
     others = tuple((c.name, c.op, c.value) for c in objective.constraints if c.name not in (coherency, maximize))
     floors = {coherency: float(min_coherency), **{n: float(v) for n, op, v in others if op == ">="}}
     x_param = strength_param(space)
-    x_label, fits = study_fits(trials, space, families, [maximize, *floors])
+    x_label, fits = study_fits(trials, space, families, [maximize, *floors], n_boot=n_boot)
     result = PickResult(spec.name, maximize, coherency, float(min_coherency), share, {},
                         constraints=[(coherency, ">=", float(min_coherency)), *others], concept_target=concept_target,
                         x_label=x_label)
@@ -336,12 +342,23 @@ def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float,
             p = choose_fitted(fits[fam], space, x_param, maximize=maximize, coherency=coherency, floors=floors,
                               target=concept_target)
             p.ties, p.closest = by_trials.ties, by_trials.closest
+            if p.chosen is not None:  # the fitted strength may be one a trial ran: say which
+                x = p.chosen.params[x_param]
+                p.chosen.trial = next((t.number for t in trials if isinstance(t.params.get(x_param), (int, float))
+                                       and abs(t.params[x_param] - x) < 1e-9), None)
         else:
             p = by_trials
             p.curves = fits[fam]
         p.family = fam
+        # the re-evaluation raced the study's own choices: it decides only when this choice is among them (a pick
+        # with another --maximize or τ than the study's keeps its fitted choice, with a note)
+        raced = record and p.chosen is not None and any(
+            fam in (c.get("families") or {}) and _same(c["params"], p.chosen.params) for c in record.get("candidates", []))
         again = choose_reevaluated(record, fam, space, maximize=maximize, coherency=coherency,
-                                   tau=float(min_coherency), others=others) if record else None
+                                   tau=float(min_coherency), others=others) if raced else None
+        if record and p.chosen is not None and not raced:
+            p.reason = (p.reason + "; " if p.reason else "") + ("not re-evaluated: the study's re-evaluation raced "
+                                                                "other settings (its own objective and τ)")
         if again is not None:
             p.chosen, p.reevaluated, p.robust = again[0], again[1], again[2]
             p.status, p.source, p.reason = "ok", p.source + "+reevaluation", ""

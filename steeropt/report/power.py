@@ -51,7 +51,9 @@ def pilot_spread(spec, axes, lm=None) -> dict[str, tuple[float, int]]:
     from steeropt.runner.study import Study
     from steeropt.types import InterventionPlan
 
-    study = Study(spec, track=False, runs_dir="runs/.plan")
+    import tempfile
+
+    study = Study(spec, track=False, runs_dir=tempfile.mkdtemp(prefix="steeropt-plan-"))
     study.setup(lm=lm)
     try:
         space = study.space

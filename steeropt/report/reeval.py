@@ -59,7 +59,7 @@ def plan_candidates(study, trials) -> list[dict]:
     for n in front["number"] if not front.empty else []:
         add(by_number[int(n)].params, families, "front", int(n))
     sel = select(spec, trials, maximize=maximize, coherency=coherency, min_coherency=tau, share=0.9,
-                 concept_target=DEFAULT_CONCEPT_TARGET, families=families)
+                 concept_target=DEFAULT_CONCEPT_TARGET, families=families)  # the same fits pick makes
     others = tuple((c.name, c.op, c.value) for c in study.objective.constraints if c.name not in (coherency, maximize))
     for fam, p in sel.families.items():
         if p.chosen is not None:
@@ -77,7 +77,7 @@ def reevaluate(study, *, callback=None) -> dict:
     """Race the candidates on fresh selection prompts; store and return the record (module docstring)."""
     from optuna.trial import TrialState
 
-    from steeropt.report.compare import coherency_name, concept_name
+    from steeropt.report.compare import concept_name
     from steeropt.runner.parts import fresh_prompts
     from steeropt.types import InterventionPlan
 
@@ -86,12 +86,12 @@ def reevaluate(study, *, callback=None) -> dict:
     opt_study = study.optimizer.study
     trials = opt_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     objs = list(study.stack.objectives)
-    maximize, coherency = concept_name(objs), coherency_name(objs)
+    maximize = concept_name(objs)
     constraints = [(c.name, c.op, c.value) for c in study.objective.constraints]
     cands = plan_candidates(study, trials)
     pools = {f: list(ps) for f, ps in fresh_prompts(spec).items()}
     record = {"trials": len(trials), "budget": cfg.model_dump(), "candidates": cands, "rounds": 0,
-              "spent_samples": 0, "fresh_prompts_left": {f: len(p) for f, p in pools.items()}, "notes": [],
+              "spent_samples": 0, "fresh_prompts_left": {f: len(p) for f, p in pools.items()}, "notes": [], "prompts": {},
               "unsteered": {}, "started": time.time()}
     for c in cands:
         c.update(rounds=0, settled=None, scores={}, families={}, values={}, intervals={}, n=0)
@@ -112,6 +112,7 @@ def reevaluate(study, *, callback=None) -> dict:
             took_any = True
             plans = [study.space.materialize(c["params"]) for c in members] + [InterventionPlan([], [])]
             prompts = [(fam, p) for p in batch]
+            record["prompts"].setdefault(fam, []).extend(batch)
             samples = study.generator.run(prompts, plans, study.decoding, seed=spec.seed + 2000 + rnd)
             base = [s for s in samples if s.candidate == len(plans) - 1]
             res = study.stack.evaluate(samples, plans, baseline=base, vectors=study.vectors)

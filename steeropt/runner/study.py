@@ -238,6 +238,8 @@ class Study:
         attrs (what results(), the MLflow log and analysis read back); samples to runs_dir."""
         raw = dict(zip(site_names(plan), raw_alphas(plan, self.vectors, self.lm)))
         summary = {"raw_alphas": raw}
+        if self.space.kl_unit_params():  # the parameter is a KL dose: keep the normalised α it mapped to
+            summary["alphas"] = dict(zip(site_names(plan), map(float, plan.alphas)))
         if isinstance(res, Exception):
             return self.optimizer.tell(cand.number, None, failed_reason=str(res), user_attrs=summary)
         samples_file(self.runs_dir, cand.number).write_text(
@@ -333,6 +335,7 @@ def trials_frame(optuna_study, objectives) -> pd.DataFrame:
         ua = t.user_attrs
         row = {"number": t.number, "state": t.state.name, **{f"params.{k}": v for k, v in t.params.items()}}
         row |= {f"raw.{k}": v for k, v in (ua.get("raw_alphas") or {}).items()}
+        row |= {f"alpha.{k}": v for k, v in (ua.get("alphas") or {}).items()}
         vals = ua.get("values") or {}
         for name, _ in objectives:
             row[name] = vals.get(name)

@@ -218,11 +218,15 @@ def propose(sweeps: list[Sweep]) -> Proposal:
     if onset is None:
         low = 0.0
         reasons.append(f"→ layer {s.layer}: no layer raised the keyword rate before its text broke; check the "
-                       "keywords (are they words the model writes?) and the contrast sentences, or try other layers")
+                       "keywords (are they words the model writes?) and the contrast sentences, or try other layers; "
+                       "α range from 0 to the first broken α")
     else:
         low = max(0.0, max([a for a in alphas if a < onset], default=onset))
     high = first_broken if first_broken is not None else alphas[-1] + step
+    high = max(high, low + step)  # broken from the first α on: still a range to search
+    low, high = round(low, 2), round(high, 2)
     if onset is not None:
+        upto = "the first broken α" if first_broken is not None else "one step past the largest α (none broke)"
         reasons.append(f"→ layer {s.layer} (widest window: {width} α values with the concept and fine text); "
-                       f"α range [{low:g}, {high:g}]: from just below the onset to the first broken α")
-    return Proposal(s.layer, round(low, 4), round(high, 4), reasons, onset, last_fine)
+                       f"α range [{low:g}, {high:g}]: from just below the onset to {upto}")
+    return Proposal(s.layer, low, high, reasons, onset, last_fine)

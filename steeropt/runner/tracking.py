@@ -34,6 +34,15 @@ REVIEW_TAG = "steeropt.review"  # set by `steeropt review` on the traces worth l
 # than the GenAI overview; 3.17 reads the URL's ?workflowType= (or the toggle's saved choice) instead: see ui_url.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 LABEL_SCALE = "0, 1 or 2 (bench/judge_quality/labels/GUIDE.md)"
+# The questions a review queue asks, one per label (GUIDE.md in one line each); judged from the prompt and the
+# steered answer only.
+LABEL_QUESTIONS = {
+    "concept": "Is the concept there? 0 absent (generic words do not count), 1 hinted or a passing mention, "
+               "2 named and talked about.",
+    "coherency": "Is it readable English, whatever the topic? 0 token soup or a loop, 1 readable in parts but "
+                 "damaged, 2 normal English (a cut-off last sentence is fine).",
+    "relevance": "Does it address the user's prompt? 0 no (or unreadable), 1 partly or drifting, 2 answers it.",
+}
 # bounded HTTP retries for study-artifact refreshes (MLflow reads these at each request)
 _ARTIFACT_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
@@ -240,9 +249,7 @@ class Tracker:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
         if self.trace_share:
-            import mlflow
-
-            mlflow.flush_trace_async_logging()  # traces are exported in the background: all stored on return
+            flush_traces()
 
     # ---- samples as traces (issue 16) -----------------------------------------------------------
     def _set_context(self, artifacts: dict[str, str]) -> None:
@@ -296,6 +303,38 @@ class Tracker:
                 break
         return found
 
+    def review_queue(self, name: str, trace_ids: list[str]) -> str | None:
+        """An MLflow review queue (MLflow 3.14+, "Review" in the UI's GenAI mode) holding these traces, with one
+        question per label (LABEL_QUESTIONS); the answers are HUMAN feedback of those names. Returns the queue id,
+        or None where this MLflow has no review queues (the traces' review tag then says which to label)."""
+        import logging
+
+        import mlflow
+
+        try:
+            from mlflow.genai import label_schemas as ls
+            from mlflow.genai import review_queues as rq
+        except ImportError:
+            return None
+        if mlflow.get_tracking_uri() != self.client.tracking_uri:
+            mlflow.set_tracking_uri(self.client.tracking_uri)
+        try:
+            have = {x.name: x for x in ls.list_label_schemas(self.experiment_id, max_results=100)}
+            ids = []
+            for label, instruction in reversed(LABEL_QUESTIONS.items()):  # the form lists the newest first
+                schema = have.get(label) or ls.create_label_schema(
+                    label, type="feedback", input=ls.InputCategorical(options=["0", "1", "2"]), instruction=instruction,
+                    enable_comment=True, experiment_id=self.experiment_id)
+                ids.append(schema.schema_id)
+            queue = next((q for q in rq.list_review_queues(experiment_id=self.experiment_id, max_results=1000)
+                          if q.name == name), None) \
+                or rq.create_review_queue(name, queue_type="custom", schema_ids=ids, experiment_id=self.experiment_id)
+            rq.add_items_to_review_queue(queue.queue_id, item_ids=list(trace_ids))
+            return queue.queue_id
+        except Exception as exc:  # noqa: BLE001  (an older server, an experimental API that changed: tags still work)
+            logging.getLogger(__name__).warning("no MLflow review queue: %s: %s", type(exc).__name__, str(exc)[:200])
+            return None
+
     def _try_traces(self, trial, records, run_id, runs_dir) -> None:
         """Traces are for review: one that cannot be written is a warning, never a failed trial."""
         import logging
@@ -317,7 +356,7 @@ class Tracker:
         from mlflow.entities.trace_location import MlflowExperimentLocation
 
         if mlflow.get_tracking_uri() != self.client.tracking_uri:  # traces go where the runs go
-            mlflow.flush_trace_async_logging()
+            flush_traces()
             mlflow.set_tracking_uri(self.client.tracking_uri)
         base = read_baseline(runs_dir)
         concept = self.context.get("concept") or {}
@@ -340,7 +379,7 @@ class Tracker:
                 span.set_attributes({"params": trial.params, "raw_alphas": raw, "n_tokens": len(r.get("token_ids") or [])})
                 mlflow.update_current_trace(tags=tags, request_preview=r["prompt"][:1000], response_preview=r["text"][:1000],
                                             metadata={"mlflow.sourceRun": run_id} if run_id else None)
-                for fb in sample_feedback(r, self.context.get("card") or {}, self.context.get("objective")):
+                for fb in sample_feedback(r, self.context.get("card") or {}, self.context.get("objective") or {}):
                     mlflow.log_feedback(trace_id=span.trace_id, **fb)
                 ids.append(span.trace_id)
         return ids
@@ -401,6 +440,9 @@ def feedback_name(score: str) -> str:
     return next((LABEL_OF_AXIS[axis] for axis, names in AXIS_SCORES.items() if score in names), score)
 
 
+CARD_KEYS = ("rubric", "rubric_sha", "calibrated", "sha256", "metric", "axis")  # judge card fields kept as metadata
+
+
 def sample_feedback(rec: dict, card: dict, objective: dict) -> list[dict]:
     """The feedback (mlflow.log_feedback keywords) for one sample record of the objective stack.
 
@@ -413,11 +455,12 @@ def sample_feedback(rec: dict, card: dict, objective: dict) -> list[dict]:
 
     code = AssessmentSource(AssessmentSourceType.CODE, f"steeropt/{objective.get('name') or 'objective'}")
     floors = objective.get("filtered_score") or {}
+    reasons = rec.get("filter_reasons") or []
     out = []
     for name, value in (rec.get("scores") or {}).items():
-        src = (card.get("scores") or {}).get(name) or {}
-        meta = {"score": name, "scale": "0-1 (about label / 2)", **{k: str(v) for k, v in src.items() if v is not None
-                                                                     and k in ("rubric", "rubric_sha", "calibrated", "sha256", "metric", "axis")}}
+        src = (card.get("scores") or {}).get(name) or {}  # the judge card's entry: where this score comes from
+        meta = {"score": name, "scale": "0-1 (about label / 2)",
+                **{k: str(src[k]) for k in CARD_KEYS if src.get(k) is not None}}
         judged = (rec.get("judge") or {}).get(name)
         source = code
         if rec.get("filtered") and name in floors:  # the gate's floor, not a measurement (an audit's judging aside)
@@ -428,12 +471,11 @@ def sample_feedback(rec: dict, card: dict, objective: dict) -> list[dict]:
         fb = {"name": feedback_name(name), "source": source, "metadata": meta}
         if value is None:
             why = (rec.get("missing") or {}).get(name)
-            code_, msg = ("MISSING", why) if why else ("FILTERED", f"filtered ({', '.join(rec.get('filter_reasons') or [])}): not judged")
-            fb["error"] = AssessmentError(error_code=code_, error_message=msg)
+            kind, msg = ("MISSING", why) if why else ("FILTERED", f"filtered ({', '.join(reasons)}): not judged")
+            fb["error"] = AssessmentError(error_code=kind, error_message=msg)
         else:
             fb["value"] = float(value)
         out.append(fb)
-    reasons = rec.get("filter_reasons") or []
     out.append({"name": "gate", "value": "filtered" if rec.get("filtered") else "pass", "source": code,
                 "rationale": ", ".join(reasons) or None, "metadata": {"audited": str(bool(rec.get("audited")))}})
     cheap = {k: float(f"{v:.4g}") for k, v in (rec.get("metrics") or {}).items()
@@ -446,8 +488,22 @@ def sample_feedback(rec: dict, card: dict, objective: dict) -> list[dict]:
 def ui_url(tracking_uri: str, experiment_id: str, tab: str = "runs") -> tuple[str, str | None]:
     """(link to the experiment's tab in the MLflow UI, the command that serves the UI or None for a server).
     ?workflowType= picks the UI mode in MLflow 3.17 (machine_learning: runs; genai: traces, labelling)."""
-    mode = "genai" if tab == "traces" else "machine_learning"
+    mode = "machine_learning" if tab == "runs" else "genai"
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/{tab}?workflowType={mode}", None
     return (f"http://127.0.0.1:5000/#/experiments/{experiment_id}/{tab}?workflowType={mode}",
             f"mlflow ui --backend-store-uri {tracking_uri}")
+
+
+def flush_traces() -> None:
+    """Wait for the traces MLflow exports in the background, with bounded HTTP retries (a tracking server that
+    went away costs seconds per pending trace, not MLflow's default minutes)."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in _ARTIFACT_HTTP}
+    os.environ.update(_ARTIFACT_HTTP)
+    try:
+        mlflow.flush_trace_async_logging()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -6,8 +6,8 @@
 α means something different for every controller (a share of the activation norm for add, λ for affine, a
 per-head share for head_add), so one α range says nothing across controllers. A KL range does: it is the
 measured size of the change. Before the study, `calibrate(lm, vectors, space)` measures, for every parameter
-given in KL units, the map α ↔ KL on neutral text (vectors.NEUTRAL_TEXTS after a neutral instruction,
-teacher-forced; KL(p_steered || p_unsteered) of the next-token distribution, averaged over every position):
+given in KL units, the map α ↔ KL on neutral text (vectors.NEUTRAL_TEXTS, teacher-forced as plain text;
+KL(p_steered || p_unsteered) of the next-token distribution, averaged over every position after the first):
 it bisects α for a few target doses across the range, all targets in one batched forward pass per step.
 KL grows like α² at small α (measured on the embedded model: log-log slope 2.04), so the map is interpolated
 in √KL, which is close to linear in α, through (0, 0) and the bisected points. The map is cached on disk
@@ -27,9 +27,8 @@ import torch
 
 from steeropt.errors import SteeroptError
 
-NEUTRAL_INSTRUCTION = "Write something."  # the quality tier's neutral context, too
-TARGETS = 6  # doses bisected across a parameter's range
-STEPS = 14  # bisection steps: the α interval shrinks 2**14-fold
+TARGETS = 5  # doses bisected across a parameter's range
+STEPS = 10  # bisection steps: the α bracket shrinks 1024-fold (≈ 0.1% of α at the top of the range)
 MAX_ALPHA = 64.0  # the bracket grows up to this before the range is called unreachable
 
 
@@ -78,33 +77,39 @@ def kl_params(space) -> dict:
 
 
 def neutral_rows(lm):
-    """Teacher-forced rows: the neutral instruction's chat prompt, then each neutral text as the answer."""
+    """Teacher-forced rows: each neutral text as plain text, scored from its second token (the first is the
+    context). No chat template: its ~30 system-prompt tokens would triple the cost of every bisection step."""
     from steeropt.engine.vectors import NEUTRAL_TEXTS
     from steeropt.evaluation.objectives.scoring import Row
 
-    prompt = lm.tokenizer(lm.render(NEUTRAL_INSTRUCTION), add_special_tokens=False)["input_ids"]
-    return [Row(list(prompt), lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in NEUTRAL_TEXTS]
+    ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in NEUTRAL_TEXTS]
+    return [Row(t[:1], t[1:]) for t in ids]
 
 
-def measure_kl(lm, vectors, sites, alphas: list[float], rows) -> list[float]:
+def measure_kl(lm, vectors, sites, alphas: list[float], rows, base=None) -> list[float]:
     """Mean next-token KL(steered || unsteered) over every position of the neutral rows, for each α (all sites
-    of the parameter at that α, positions "all"), in one batched pass."""
-    from steeropt.evaluation.objectives.scoring import Row, surprisal_and_kl
+    of the parameter at that α, positions "all"), in one batched pass. `base`: the rows' unsteered
+    log-distributions (next_token_logprobs), computed once by the caller."""
+    from steeropt.evaluation.objectives.scoring import Row, next_token_logprobs
     from steeropt.types import InterventionPlan, Site
 
+    base = base if base is not None else next_token_logprobs(lm, rows)
     plans = [InterventionPlan([Site(s.layer, s.controller, s.vector, tuple(s.heads) if s.heads else None, "all")
                                for s in sites], [float(a)] * len(sites)) for a in alphas]
     batch = [Row(r.prompt_ids, r.target_ids, plan=p) for p in range(len(plans)) for r in rows]
-    k = max(len(r.target_ids) for r in rows)
-    scored = surprisal_and_kl(lm, batch, batch_size=64, kl_positions=k, plans=plans, vectors=vectors)
-    kls = np.array([kl for _, kl in scored], float).reshape(len(plans), len(rows))
-    return [float(v) for v in kls.mean(axis=1)]
+    steered = next_token_logprobs(lm, batch, plans=plans, vectors=vectors)
+    out = []
+    for p in range(len(plans)):
+        kls = [float((s.exp() * (s - u)).sum(-1).clamp(min=0).mean())
+               for s, u in zip(steered[p * len(rows):(p + 1) * len(rows)], base)]
+        out.append(sum(kls) / len(kls))
+    return out
 
 
 def _cache_key(lm, vectors, name, sites, rng) -> str:
     from steeropt.engine.vectors import NEUTRAL_SET_ID
 
-    parts = [lm.sha256, NEUTRAL_SET_ID, NEUTRAL_INSTRUCTION, name, rng.low, rng.high, TARGETS, STEPS]
+    parts = [lm.sha256, NEUTRAL_SET_ID, "plain-text", name, rng.low, rng.high, TARGETS, STEPS]
     for s in sites:
         v = vectors.get_vector(s.vector)
         parts += [s.layer, s.controller, s.heads, hashlib.sha256(v.vector.float().numpy().tobytes()).hexdigest()[:16]]
@@ -114,10 +119,13 @@ def _cache_key(lm, vectors, name, sites, rng) -> str:
 @torch.no_grad()
 def calibrate_param(lm, vectors, name: str, rng, sites) -> DoseMap:
     """Bisect α for TARGETS doses spread over [rng.low, rng.high] (nats), all targets per step in one pass."""
+    from steeropt.evaluation.objectives.scoring import next_token_logprobs
+
     rows = neutral_rows(lm)
+    base = next_token_logprobs(lm, rows)
     targets = np.linspace(max(rng.low, rng.high / TARGETS), rng.high, TARGETS)
     hi = 0.25
-    while measure_kl(lm, vectors, sites, [hi], rows)[0] < targets[-1]:
+    while measure_kl(lm, vectors, sites, [hi], rows, base)[0] < targets[-1]:
         hi *= 2
         if hi > MAX_ALPHA:
             raise SteeroptError(f"{name}: KL {targets[-1]:g} nats is not reached with α up to {MAX_ALPHA:g} "
@@ -125,11 +133,11 @@ def calibrate_param(lm, vectors, name: str, rng, sites) -> DoseMap:
     lo_a, hi_a = np.zeros(TARGETS), np.full(TARGETS, hi)
     for _ in range(STEPS):
         mid = (lo_a + hi_a) / 2
-        kl = np.array(measure_kl(lm, vectors, sites, list(mid), rows))
+        kl = np.array(measure_kl(lm, vectors, sites, list(mid), rows, base))
         below = kl < targets
         lo_a, hi_a = np.where(below, mid, lo_a), np.where(below, hi_a, mid)
     alpha = (lo_a + hi_a) / 2
-    kl = measure_kl(lm, vectors, sites, list(alpha), rows)
+    kl = measure_kl(lm, vectors, sites, list(alpha), rows, base)
     order = np.argsort(alpha)
     kl_s, a_s = np.maximum.accumulate(np.array(kl)[order]), alpha[order]  # keep the map monotone
     return DoseMap(name, [float(v) for v in kl_s], [float(v) for v in a_s])

@@ -50,7 +50,10 @@ class Steering:
         if family is None:
             info["reason"] = "unknown prompt (router below its threshold): unsteered" if route else "unsteered"
             return None, info
-        fam = self.profile.families[family]
+        fam = self.profile.families.get(family)
+        if fam is None:  # the router knows every study family; the profile may hold only some (pick --family)
+            info["reason"] = f"family '{family}' is not in this profile: unsteered"
+            return None, info
         if fam.get("status") != "ok":
             info["reason"] = f"family '{family}' has no deployable setting: unsteered"
             return None, info

@@ -78,3 +78,31 @@ def test_fit_table_elides_in_the_middle_never_mid_word_wraps():
         assert ("…" in cell) == (len(url) + 20 > width)
     assert elide("sqlite:////tmp/a/very/long/folder/name/steeropt.db", 30) == "sqlite:////tmp/…/steeropt.db"
     assert elide("short", 30) == "short"
+
+
+def _row(alpha, layer, hits, broken):
+    from steeropt.runner.sweep import SweepRow, SweepSample
+
+    return SweepRow(alpha, alpha, [SweepSample("p", "t", h, 0.0, 0.8, 0.9, "broken" if b else None)
+                                   for h, b in zip(hits, broken)], layer)
+
+
+def test_propose_picks_the_widest_window_and_straddles_it():
+    from steeropt.runner.sweep import Sweep, propose
+
+    alphas = [0.0, 0.1, 0.2, 0.3, 0.4]
+    # layer 4: the concept shows at 0.2 (2/4 hits vs 0 unsteered) but the text breaks at 0.3
+    # layer 8: shows at 0.1 and stays fine to 0.4 -> chosen; range from 0 (below onset) to one step past 0.4
+    l4 = Sweep(4, "add", ["p"] * 4, _row(float("nan"), 4, [0] * 4, [0] * 4),
+               [_row(a, 4, [1, 1, 0, 0] if a >= 0.2 else [0] * 4, [1] * 4 if a >= 0.3 else [0] * 4) for a in alphas])
+    l8 = Sweep(8, "add", ["p"] * 4, _row(float("nan"), 8, [0] * 4, [0] * 4),
+               [_row(a, 8, [1, 1, 1, 0] if a >= 0.1 else [0] * 4, [0] * 4) for a in alphas])
+    p = propose([l4, l8])
+    assert (p.layer, p.low, p.high, p.onset, p.last_fine) == (8, 0.0, 0.5, 0.1, 0.4)
+    assert p.reasons[0].startswith("layer 4:") and "breaks at α=0.3" in p.reasons[0]
+    assert "none broke" in p.reasons[-1]
+    # nothing shows anywhere: say so, and still give a searchable range
+    flat = Sweep(8, "add", ["p"] * 4, _row(float("nan"), 8, [0] * 4, [0] * 4),
+                 [_row(a, 8, [0] * 4, [1] * 4 if a >= 0.2 else [0] * 4) for a in alphas])
+    p = propose([flat])
+    assert p.onset is None and (p.low, p.high) == (0.0, 0.2) and "check the keywords" in p.reasons[-1]

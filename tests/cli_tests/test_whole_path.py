@@ -57,8 +57,9 @@ def test_empty_folder_to_profile(tmp_path, monkeypatch):
 
     r = steeropt(*STEPS[3], cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    logs = [ln for ln in r.stderr.splitlines() if "ocean: trials" in ln]
+    logs = [ln for ln in r.stderr.splitlines() if re.search(r"ocean trials \d+/4 \|", ln)]
     assert len(logs) == 2, r.stderr  # 4 trials in batches of 2: one plain line per finished batch
+    assert "ocean trials 0/4 done before this run" in r.stderr
     assert re.search(r"trials 4/4 \| judge calls 0 \| front \d+ \| HV [\d.]+ \| elapsed \S+ \| ETA 0m00s", logs[-1])
     assert "trials 2/4" in logs[0]
 

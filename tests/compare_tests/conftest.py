@@ -13,7 +13,8 @@ def tiny_studies(tmp_path_factory, embedded):
     from steeropt.runner.study import Study
 
     base = tmp_path_factory.mktemp("compare")
-    common = {"budget": {"trials": 3, "batch_size": 3, "prompts_per_trial": 2}, "optimizer": {"name": "grid",
+    common = {"budget": {"trials": 3, "batch_size": 3, "prompts_per_trial": 2,
+                         "reevaluation": {"prompts": 1, "rounds": 2, "max_candidates": 4}}, "optimizer": {"name": "grid",
               "settings": {"grid_size": 3}}, "experiment": "tiny-compare"}
     paths = {"add": tiny_spec(base, name="tiny-add", search_space={
                  "name": "tiny-add", "sites": [{"layer": 4, "vector": "wedding", "controller": "add",

@@ -11,7 +11,7 @@ from steeropt.report.router import build_router
 OFF_TOPIC = "def foo(x): return x + 1"  # code: measured cosine 0.05 to the nearest family, threshold ~0.10
 
 
-def test_router_is_stored_with_held_out_accuracy(deploy):
+def test_router_is_stored_with_held_out_accuracy(deploy, embedded):
     prof, splits = deploy
     entry = prof.data["router"]
     assert entry["layer"] == 15 and entry["families"] == ["open_ended", "advice", "descriptions"]
@@ -23,14 +23,8 @@ def test_router_is_stored_with_held_out_accuracy(deploy):
     router = prof.router()
     assert router.threshold == pytest.approx(entry["threshold"])
     # the stored router reproduces the reported figure on the same prompts
-    again = router.evaluate(prof_lm(), {f: list(s.held_out) for f, s in splits.items()})
+    again = router.evaluate(embedded, {f: list(s.held_out) for f, s in splits.items()})
     assert again["correct"] == held["correct"]
-
-
-def prof_lm():
-    from steeropt.engine.models import load_model
-
-    return load_model("smollm2-135m-instruct")
 
 
 def test_routes_prompts_and_calls_off_topic_unknown(deploy, embedded):

@@ -54,9 +54,13 @@ def client(server):
     return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
-def ask(client, prompt, **extra):
+def ask(client, prompt, logprobs=None, **extra):
     return client.chat.completions.create(model="steeropt", messages=[{"role": "user", "content": prompt}],
-                                          max_tokens=MAX_TOKENS, extra_body=extra or None)
+                                          max_tokens=MAX_TOKENS, logprobs=logprobs, extra_body=extra or None)
+
+
+def tokens(resp) -> list[str]:
+    return [t.token for t in resp.choices[0].logprobs.content]
 
 
 def steering(resp) -> dict:
@@ -156,23 +160,23 @@ def test_50_concurrent_mixed_requests_match_single_runs(client, deploy, server):
     combos = [(p, m) for p in prompts for m in modes]
     single = {}
     for i, (p, m) in enumerate(combos):  # one at a time: every one is a batch of 1
-        single[i] = ask(client, p, **m)
+        single[i] = ask(client, p, logprobs=True, **m)
     before = json.loads(urllib.request.urlopen(server + "/health").read())
     jobs = [i % len(combos) for i in range(50)]
     with ThreadPoolExecutor(50) as pool:
-        got = list(pool.map(lambda i: ask(client, combos[i][0], **combos[i][1]), jobs))
+        got = list(pool.map(lambda i: ask(client, combos[i][0], logprobs=True, **combos[i][1]), jobs))
     after = json.loads(urllib.request.urlopen(server + "/health").read())
     assert after["max_rows"] > 1 and after["batches"] - before["batches"] < 50  # they were batched
     same = 0
     for i, r in zip(jobs, got):
         ref = single[i]
         assert steering(r) == steering(ref) or (steering(r)["route"] and steering(r)["family"] == steering(ref)["family"])
-        a, b = r.choices[0].message.content, ref.choices[0].message.content
-        same += a == b
-        # tokens exactly equal on the first half; the kernels may change the last bits with the batch shape
-        assert a.split()[:2] == b.split()[:2], (combos[i], a, b)
-    print(f"batched == single: {same}/50; batches {after['batches'] - before['batches']}, max rows {after['max_rows']}")
-    assert same >= 45, f"{same}/50 batched answers equal their single run"
+        a, b = tokens(r), tokens(ref)
+        same += a == b and r.choices[0].message.content == ref.choices[0].message.content
+        # kernels may change the last bits with the batch shape, so a late near-tie could flip; the first
+        # tokens must agree exactly (measured: all 50 rows identical to their single run, 3 generate calls)
+        assert a[:4] == b[:4], (combos[i], a, b)
+    assert same >= 48, f"only {same}/50 batched answers equal their single run"
     # each row got its own α: one prompt, five settings, at least three different answers
     texts = {json.dumps(m): single[combos.index((prompts[0], m))].choices[0].message.content for m in modes}
     assert len(set(texts.values())) >= 3, texts

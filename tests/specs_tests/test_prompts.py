@@ -17,7 +17,8 @@ DATA = REPO / "studies" / "data"
 def test_shipped_data_files():
     for name in ("open_ended", "advice", "descriptions"):
         fam = load_family(name, path=DATA / f"{name}.jsonl")
-        assert 10 <= len(fam.prompts) <= 12
+        # 24 per family: 12 selection (trials + fresh ones for re-evaluation) and 12 held out
+        assert len(fam.prompts) == 24 and len(set(fam.prompts)) == 24
         assert not any("wedd" in p.lower() or "marr" in p.lower() for p in fam.prompts)
     pos, neg = read_texts(DATA / "wedding_positive.txt"), read_texts(DATA / "wedding_neutral.txt")
     assert 8 <= len(pos) == len(neg) <= 12

@@ -124,10 +124,24 @@ def test_review_tags_the_selected_samples_and_says_how_to_label(study, monkeypat
     assert any(ranks.get(x.trial) == 0 for x in items)  # the front is asked about
     exp_id = study.tracker.experiment_id
     assert f"{study.url}/#/experiments/{exp_id}/traces?workflowType=genai" in res.output
+    # MLflow's review queue (the UI's "Review"): the same samples, one question per label
+    import mlflow
+    from mlflow.genai import label_schemas, review_queues
+
+    mlflow.set_tracking_uri(study.url)
+    [queue] = [q for q in review_queues.list_review_queues(experiment_id=exp_id) if q.name == "steeropt review 1"]
+    assert f"selectedQueueId={queue.queue_id}" in res.output
+    items_in_queue = {i.item_id for i in review_queues.list_review_queue_items(queue.queue_id)}
+    assert items_in_queue == {t.info.trace_id for t in tagged}
+    schemas = {x.schema_id: x for x in label_schemas.list_label_schemas(exp_id)}
+    assert sorted(schemas[i].name for i in queue.schema_ids) == ["coherency", "concept", "relevance"]
+    assert all(schemas[i].input.options == ["0", "1", "2"] for i in queue.schema_ids)
     assert "coherency" in res.output and "judge check --from-mlflow" in res.output
     res2 = CliRunner().invoke(app, ["review", str(study.spec), "--n", "2", "--runs-dir", str(study.runs.parent)])
     assert res2.exit_code == 0, res2.output
     assert "review round 2" in res2.output
+    assert {q.name for q in review_queues.list_review_queues(experiment_id=exp_id)} >= {"steeropt review 1",
+                                                                                       "steeropt review 2"}
 
 
 def test_select_prefers_samples_near_the_chosen_alpha(study):
@@ -217,11 +231,12 @@ def test_human_feedback_read_back_as_labels(study, tmp_path, capsys):
     assert traces[5].info.trace_id in err and "HUMAN feedback 'relevance': expected 0, 1 or 2, got 7" in err
 
 
-def test_trace_share_and_judge_feedback(tmp_path, embedded):
+def test_trace_share_and_judge_feedback(tmp_path, embedded, monkeypatch):
     """A judged objective: its judge's scores are LLM_JUDGE feedback with the judge's identity and rubric hash;
     the spec's share picks a fixed subset of samples (the same in every worker and resume)."""
     from steeropt.runner.tracking import traced
 
+    monkeypatch.chdir(tmp_path)  # MLflow's local artifact root (./mlruns) stays in the test's directory
     gentle = {"name": "gentle", "sites": [{"layer": 4, "vector": "wedding", "controller": "add", "positions": "all",
                                            "alpha": {"low": 0.0, "high": 0.15}}]}  # samples that pass the gates
     spec = tiny_spec(tmp_path, name="judged", objective="quickstart-judge135m", traces=0.5, search_space=gentle,

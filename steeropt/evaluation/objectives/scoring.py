@@ -110,6 +110,14 @@ def token_logprobs(
     return out  # type: ignore[return-value]
 
 
+def next_token_logprobs(lm, rows: Sequence[Row], *, plans=None, vectors=None) -> list[torch.Tensor]:
+    """Full next-token log-distributions at each target position, `[len(target), V]` per row, unsteered
+    (plans=None) or steered by plans[row.plan]; one batched pass (callers keep the unsteered ones to reuse)."""
+    with _steered(lm, vectors, plans, rows):
+        logp, _ = _forward(lm, rows)
+    return [logp[b, : len(r.target_ids)] for b, r in enumerate(rows)]
+
+
 def surprisal_and_kl(
     lm, rows: Sequence[Row], *, batch_size: int = 16, kl_positions: int = 8, plans=None, vectors=None
 ) -> list[tuple[float | None, float | None]]:
