@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 if [ -f studies/quickstart.yaml ] && .venv/bin/steeropt --help | grep -q " run "; then
   .venv/bin/steeropt run studies/quickstart.yaml "$@"
-  echo "Results: run '.venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db' and open http://127.0.0.1:5000" >&2
+  echo "Results: run '.venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db' and open the runs link printed above" \
+       "(http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning)" >&2
 else
   .venv/bin/steeropt sweep "$@"
 fi

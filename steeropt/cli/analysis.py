@@ -162,22 +162,25 @@ def _vci(v, ci) -> str:
 @app.command()
 def generate(prompt: List[str] = typer.Argument(..., help="one or more prompts"),
              profile: str = typer.Option(..., help="profile directory (from steeropt pick)"),
-             family: str = typer.Option(..., help="prompt family whose setting to apply"),
+             family: str = typer.Option(..., help="prompt family whose setting to apply, or 'auto' (the profile's router)"),
              model: Optional[str] = typer.Option(None, help="model ref (default: the profile's model)"),
              max_new_tokens: Optional[int] = typer.Option(None, min=1),
              compare_unsteered: bool = typer.Option(False, "--unsteered", help="also print the unsteered answer")):
     """Generate with a steering profile applied (and optionally without, side by side)."""
     from steeropt.engine.models import load_model
-    from steeropt.report.profiles import generate as gen, load_profile
+    from steeropt.report.profiles import generate as gen, load_profile, routes
 
     prof = load_profile(profile)
-    prof.family(family)
+    if family != "auto":
+        prof.family(family)
     lm = load_model(model or prof.model.get("name"))
     texts = gen(lm, prof, family, list(prompt), max_new_tokens=max_new_tokens)
     base = gen(lm, prof, family, list(prompt), max_new_tokens=max_new_tokens, steer=False) if compare_unsteered else None
+    fams = routes(lm, prof, list(prompt)) if family == "auto" else [family] * len(prompt)
     for i, (p, t) in enumerate(zip(prompt, texts)):
+        got = fams[i] or "unsteered: no family matched"
         out.print(f"[bold]prompt:[/] {p}")
-        out.print(f"[bold green]steered ({family}):[/] {t.strip()}")
+        out.print(f"[bold green]steered ({got}):[/] {t.strip()}")
         if base is not None:
             out.print(f"[bold]unsteered:[/] {base[i].strip()}")
 

@@ -271,6 +271,11 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
     finally:
         study.close(status)
     _print_front(study.spec.name, df, study.stack.objectives, study.progress.hypervolume)
+    if study.tracker is not None:  # a link that opens on the runs table (MLflow 3.17 reads ?workflowType=)
+        from steeropt.runner.tracking import ui_url
+
+        link, serve = ui_url(study.tracker.tracking_uri or "sqlite:///mlflow.db", study.tracker.experiment_id)
+        out.print(f"MLflow runs: {link}" + (f"  (start the UI with: {serve})" if serve else ""), highlight=False)
     out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html, dose_fits.png, summary.json"
               + (", reevaluation.csv" if study.spec.budget.reevaluation else "") + "); "
               f"MLflow: mlflow ui --backend-store-uri {study.spec.tracking_uri or 'sqlite:///mlflow.db'}",

@@ -489,7 +489,11 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
                                             "min_coherency": float(min_coherency), "share": share,
                                             "constraints": [list(c) for c in result.constraints],
                                             "concept_target": concept_target},
-                                 gguf=gguf)
+                                 gguf=gguf,
+                                 # the router (report.router) is built on every family's selection prompts and
+                                 # reports its accuracy on their held-out ones, whichever families were picked
+                                 router_prompts={f: list(sp.selection) for f, sp in splits.items()},
+                                 router_test_prompts={f: list(sp.held_out) for f, sp in splits.items()})
             result.profile = prof.path
             (target_dir / "pick.json").write_text(json.dumps(result.to_dict(), indent=1))
             result.files.append(target_dir / "pick.json")

@@ -95,7 +95,7 @@ class Study:
         if self.track:
             from steeropt.runner.tracking import Tracker
 
-            self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, spec.name)
+            self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, spec.name, traces=spec.traces)
             # the parent run before the study storage: a tracker that refuses writes leaves the storage untouched
             import json
 
@@ -203,6 +203,9 @@ class Study:
     def baseline_samples(self):
         if self.baseline is None:
             self.baseline = self.generator.run(self.prompts, [InterventionPlan([], [])], self.decoding, seed=self.spec.seed)
+            from steeropt.runner.tracking import write_baseline
+
+            write_baseline(self.runs_dir, self.baseline)  # the unsteered answers beside each traced sample
         return self.baseline
 
     def run_batch(self, cands) -> list:

@@ -376,7 +376,8 @@ class Tracker:
                                    trace_destination=MlflowExperimentLocation(self.experiment_id)) as span:
                 span.set_inputs({"prompt": r["prompt"]})
                 span.set_outputs({"steered": r["text"], "unsteered": unsteered})
-                span.set_attributes({"params": trial.params, "raw_alphas": raw, "n_tokens": len(r.get("token_ids") or [])})
+                span.set_attributes({"params": trial.params, "raw_alphas": raw, "n_tokens": len(r.get("token_ids") or []),
+                                     **({"alphas": trial.user_attrs["alphas"]} if trial.user_attrs.get("alphas") else {})})
                 mlflow.update_current_trace(tags=tags, request_preview=r["prompt"][:1000], response_preview=r["text"][:1000],
                                             metadata={"mlflow.sourceRun": run_id} if run_id else None)
                 for fb in sample_feedback(r, self.context.get("card") or {}, self.context.get("objective") or {}):
