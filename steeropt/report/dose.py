@@ -222,11 +222,13 @@ def _why_empty(curves, concept, target, floors) -> str:
 PLATEAU = 0.02  # strengths whose fitted concept is this close to the best tie (the fit is already smoothed)
 
 
-def fitted_choice(curves: dict[str, Curve], *, concept: str, floors: dict[str, float]) -> dict | None:
+def fitted_choice(curves: dict[str, Curve], *, concept: str, floors: dict[str, float], dose=None) -> dict | None:
     """The strength to deploy from the fitted curves: the best fitted concept among strengths whose floor
     axes meet τ with the band's lower edge (robust) — or, if there is none, with the fitted curve — then the
-    smallest strength on the best's plateau (fitted concept within PLATEAU of it: smallest intervention among
-    ties). The band is not the tie rule: it is wide at few prompts and would always tie with α = 0."""
+    smallest intervention on the best's plateau (fitted concept within PLATEAU of it): the lowest measured KL
+    dose when `dose` = (trial x, trial mean KL) is given — clamp at α = 0 ablates, so the smallest α is not the
+    smallest change for every controller — else the smallest strength. The band is not the tie rule: it is
+    wide at few prompts and would always tie with the unsteered end."""
     if concept not in curves or any(a not in curves for a in floors):
         return None
     c = curves[concept]
@@ -236,19 +238,30 @@ def fitted_choice(curves: dict[str, Curve], *, concept: str, floors: dict[str, f
             ok &= get(a) >= tau
         if ok.any():
             i = int(np.flatnonzero(ok)[np.argmax(c.y[ok])])
-            tie = ok & (c.y >= c.y[i] - PLATEAU)
-            j = int(np.flatnonzero(tie)[0])
+            tie = np.flatnonzero(ok & (c.y >= c.y[i] - PLATEAU))
+            j = int(tie[np.argmin(_dose_on_grid(dose, c.x)[tie])] if dose is not None else tie[0])
             return {"x": float(c.x[j]), "robust": robust, "best_x": float(c.x[i]),
                     "fitted": {a: curves[a].at(float(c.x[j])) for a in curves},
-                    **choice_interval(curves, concept=concept, floors=floors)}
+                    **choice_interval(curves, concept=concept, floors=floors, dose=dose)}
     return None
 
 
-def choice_interval(curves: dict[str, Curve], *, concept: str, floors: dict[str, float], level: float = 0.95) -> dict:
+def _dose_on_grid(dose, grid: np.ndarray) -> np.ndarray:
+    """The trials' measured KL at each grid strength, linearly interpolated between trials (ties broken to the
+    smaller strength by a tiny slope)."""
+    x, kl = (np.asarray(v, float) for v in dose)
+    keep = np.isfinite(x) & np.isfinite(kl)
+    order = np.argsort(x[keep])
+    return np.interp(grid, x[keep][order], kl[keep][order]) + 1e-9 * (grid - grid[0])
+
+
+def choice_interval(curves: dict[str, Curve], *, concept: str, floors: dict[str, float], level: float = 0.95,
+                    dose=None) -> dict:
     """How sure the chosen strength is: the same rule (best fitted concept where every floor curve meets τ, the
     smallest strength on its plateau) applied to each bootstrap draw's curves. x_ci: the percentile interval of
     the draws' choices; p_choice: the share of draws in which some strength meets every floor."""
     c = curves[concept]
+    d = _dose_on_grid(dose, c.x) if dose is not None else None
     xs = []
     for k in range(c.draws.shape[0]):
         ok = np.ones_like(c.x, bool)
@@ -257,7 +270,8 @@ def choice_interval(curves: dict[str, Curve], *, concept: str, floors: dict[str,
         if ok.any():
             y = c.draws[k]
             i = int(np.flatnonzero(ok)[np.argmax(y[ok])])
-            xs.append(float(c.x[np.flatnonzero(ok & (y >= y[i] - PLATEAU))[0]]))
+            tie = np.flatnonzero(ok & (y >= y[i] - PLATEAU))
+            xs.append(float(c.x[tie[np.argmin(d[tie])] if d is not None else tie[0]]))
     q = ((1 - level) / 2 * 100, (1 + level) / 2 * 100)
     return {"x_ci": tuple(float(v) for v in np.percentile(xs, q)) if xs else None,
             "p_choice": len(xs) / c.draws.shape[0]}
@@ -331,9 +345,11 @@ def trial_points(trials, family: str | None, *, x_param: str | None) -> list[Dos
     return out
 
 
-def study_fits(trials, space, families, axes, *, n_boot: int = 200, seed: int = 0) -> tuple[str, dict]:
-    """(x label, family -> axis -> Curve) for a study's complete trials."""
+def study_fits(trials, space, families, axes, *, n_boot: int = 200, seed: int = 0) -> tuple[str, dict, dict]:
+    """(x label, family -> axis -> Curve, family -> (trial x, trial mean KL)) for a study's complete trials."""
     x_param = strength_param(space)
     label = f"{x_param} (normalised α)" if x_param else "dose: mean next-token KL vs unsteered (nats)"
-    return label, {f: family_curves(trial_points(trials, f, x_param=x_param), axes, n_boot=n_boot, seed=seed)
-                   for f in families}
+    pts = {f: trial_points(trials, f, x_param=x_param) for f in families}
+    doses = {f: ([p.x for p in ps], [p.values.get("kl", np.nan) if p.values.get("kl") is not None else np.nan
+                                     for p in ps]) for f, ps in pts.items()}
+    return label, {f: family_curves(pts[f], axes, n_boot=n_boot, seed=seed) for f in families}, doses

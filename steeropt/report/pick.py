@@ -270,13 +270,13 @@ def choose(cands: list[Candidate], tau: float, share: float = 0.9, others: tuple
 
 
 def choose_fitted(curves: dict, space, x_param: str, *, maximize: str, coherency: str, floors: dict,
-                  target: float) -> FamilyPick:
+                  target: float, dose=None) -> FamilyPick:
     """Step 1 of the module docstring: the setting and the sweet spot read off one family's fitted curves."""
     from steeropt.report.dose import fitted_choice, sweet_spot
 
     p = FamilyPick(family="", status="no_deployable_setting", source="fit", curves=curves)
     p.sweet_spot = sweet_spot(curves, concept=maximize, target=target, floors=floors)
-    p.fit = fitted_choice(curves, concept=maximize, floors=floors)
+    p.fit = fitted_choice(curves, concept=maximize, floors=floors, dose=dose)
     if p.fit is None:
         if any(a not in curves for a in (maximize, *floors)):
             p.reason = p.sweet_spot.get("reason", "too few trials to fit the curves")
@@ -332,7 +332,7 @@ def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float,
     others = tuple((c.name, c.op, c.value) for c in objective.constraints if c.name not in (coherency, maximize))
     floors = {coherency: float(min_coherency), **{n: float(v) for n, op, v in others if op == ">="}}
     x_param = strength_param(space)
-    x_label, fits = study_fits(trials, space, families, [maximize, *floors], n_boot=n_boot)
+    x_label, fits, doses = study_fits(trials, space, families, [maximize, *floors], n_boot=n_boot)
     result = PickResult(spec.name, maximize, coherency, float(min_coherency), share, {},
                         constraints=[(coherency, ">=", float(min_coherency)), *others], concept_target=concept_target,
                         x_label=x_label)
@@ -340,7 +340,7 @@ def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float,
         by_trials = choose(family_candidates(trials, fam, maximize, coherency, space), float(min_coherency), share, others)
         if x_param is not None:
             p = choose_fitted(fits[fam], space, x_param, maximize=maximize, coherency=coherency, floors=floors,
-                              target=concept_target)
+                              target=concept_target, dose=doses[fam])
             p.ties, p.closest = by_trials.ties, by_trials.closest
             if p.chosen is not None:  # the fitted strength may be one a trial ran: say which
                 x = p.chosen.params[x_param]

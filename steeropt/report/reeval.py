@@ -89,6 +89,7 @@ def reevaluate(study, *, callback=None) -> dict:
     maximize = concept_name(objs)
     constraints = [(c.name, c.op, c.value) for c in study.objective.constraints]
     cands = plan_candidates(study, trials)
+    wanted = {*study.objective.scores, "hm", "kl", *(n for n, _ in objs), *(n for n, _, _ in constraints)}
     pools = {f: list(ps) for f, ps in fresh_prompts(spec).items()}
     record = {"trials": len(trials), "budget": cfg.model_dump(), "candidates": cands, "rounds": 0,
               "spent_samples": 0, "fresh_prompts_left": {f: len(p) for f, p in pools.items()}, "notes": [], "prompts": {},
@@ -120,7 +121,7 @@ def reevaluate(study, *, callback=None) -> dict:
                 target = unsteered_scores if c is None else c["scores"]
                 fam_scores = target.setdefault(fam, {})
                 for rec in r.samples:
-                    for k, v in {**rec["scores"], "hm": rec["hm"], "kl": rec["metrics"].get("kl")}.items():
+                    for k, v in _sample_values(rec, wanted).items():
                         fam_scores.setdefault(k, []).append(v)
             record["spent_samples"] += len(samples)
             study.progress.reeval_done += len(samples) - len(batch)
@@ -142,9 +143,7 @@ def reevaluate(study, *, callback=None) -> dict:
             callback(study.progress)
     for c in live:
         c["settled"] = c["settled"] or "fresh prompts spent"
-    for c in cands:
-        c["scores"] = {f: {k: v for k, v in sc.items() if k in ("hm", "kl", *study.objective.scores)}
-                       for f, sc in c["scores"].items()}
+
     unsteered = {"scores": unsteered_scores}
     _summarise(unsteered, study)
     record["unsteered"] = {k: unsteered[k] for k in ("values", "intervals", "families", "n")}
@@ -154,10 +153,27 @@ def reevaluate(study, *, callback=None) -> dict:
     return record
 
 
+# trial values that are means of a per-sample metric under another name (ObjectiveStack._values)
+_RATES = {"keyword_rate": "keyword_hit", "degenerate_rate": "degenerate"}
+
+
+def _sample_values(rec: dict, names) -> dict:
+    """One sample's value of every objective / constraint / score name: its score, hm, or its tier-1 metric."""
+    out = {}
+    for n in names:
+        if n in rec["scores"]:
+            out[n] = rec["scores"][n]
+        elif n == "hm":
+            out[n] = rec["hm"]
+        else:
+            out[n] = rec["metrics"].get(_RATES.get(n, n))
+    return out
+
+
 def _summarise(c: dict, study) -> None:
     """Pooled values and intervals (all its families, and per family) from the candidate's fresh-prompt scores."""
     b = study.objective.bootstrap
-    unit = {*study.objective.scores, "hm"}
+    unit = {*study.objective.scores, "hm", *_RATES}
 
     def summary(scores: dict) -> tuple[dict, dict]:
         vals = {k: mean(v) for k, v in scores.items()}

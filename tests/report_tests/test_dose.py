@@ -96,3 +96,16 @@ def test_fitted_choice_takes_the_smallest_strength_on_the_best_plateau():
 def test_too_few_points_give_no_curve():
     pts = _points()[:2]
     assert family_curves(pts, ("concept",)) == {}
+
+
+def test_plateau_ties_go_to_the_lowest_measured_dose_not_the_lowest_alpha():
+    """Clamp at α = 0 ablates: its smallest change is where the target meets the natural projection. With a
+    flat concept over the feasible range, the tie goes to the trial strength of lowest KL."""
+    xs = np.linspace(0, 1.2, 9)
+    pts = [DosePoint(i, float(x), 30, {"concept": 0.3, "coherency": 0.9 if x < 1.0 else 0.2}, {})
+           for i, x in enumerate(xs)]
+    curves = family_curves(pts, ("concept", "coherency"), n_boot=40)
+    kl = 2.0 * (xs - 0.45) ** 2  # V-shaped around the natural projection, as clamp's
+    ch = fitted_choice(curves, concept="concept", floors={"coherency": 0.6}, dose=(xs, kl))
+    assert abs(ch["x"] - 0.45) < 0.08
+    assert fitted_choice(curves, concept="concept", floors={"coherency": 0.6})["x"] == 0.0  # without a dose: α
