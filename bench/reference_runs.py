@@ -79,7 +79,8 @@ def run_all(names, seeds, out: Path, pick_only: bool = False, held_out_all: bool
             c = compare([str(out / "specs" / f"{n}-s{seed}.yaml") for n in cmp_names], out_dir=out / f"compare-s{seed}",
                         name=f"reference-compare-s{seed}")
             res["compare"][seed] = {"dict": c.to_dict(), "markdown": c.markdown()}
-        (out / "partial.json").write_text(json.dumps(res, indent=1, default=str))  # what is done so far
+        if not pick_only:
+            (out / "partial.json").write_text(json.dumps(res, indent=1, default=str))  # what is done so far
     return res
 
 
@@ -160,6 +161,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=["quickstart", "compare"], default=["quickstart", "compare"])
     ap.add_argument("--pick-only", action="store_true", help="studies already run: redo the picks and comparisons")
     ap.add_argument("--merge", nargs="+", help="only merge the partial.json of these OUT dirs (seeds run apart)")
+    ap.add_argument("--redo-compare", action="store_true",
+                    help="studies already run: pick the compare studies and compare them again (no model runs, no held-out)")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +170,10 @@ def main() -> None:
         res = {"seeds": [], "studies": {}, "compare": {}, "timing": {}}
         for d in args.merge:
             part = json.loads((Path(d) / "partial.json").read_text())
+            if (Path(d) / "redo.json").is_file():  # `--redo-compare`: comparisons and compare picks made again
+                redo = json.loads((Path(d) / "redo.json").read_text())
+                part["studies"].update(redo["studies"])
+                part["compare"].update(redo["compare"])
             res["seeds"] += [s for s in part["seeds"] if s not in res["seeds"]]
             res["studies"].update(part["studies"])
             res["compare"].update({int(k): v for k, v in part["compare"].items()})
@@ -176,6 +183,10 @@ def main() -> None:
         print(report_md(res, agree))
         return
     names = (COMPARE if "compare" in args.only else []) + (["quickstart"] if "quickstart" in args.only else [])
+    if args.redo_compare:
+        res = run_all(COMPARE, args.seeds, out, pick_only=True)
+        (out / "redo.json").write_text(json.dumps(res, indent=1, default=str))
+        return
     res = run_all(names, args.seeds, out, pick_only=args.pick_only)
     agree = agreement(res)
     (out / "report.json").write_text(json.dumps({**res, "agreement": agree}, indent=1, default=str))

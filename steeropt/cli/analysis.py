@@ -23,7 +23,7 @@ def _taus(text: str, option: str = "--taus") -> tuple[float, ...]:
 def compare(studies: List[str] = typer.Argument(..., help="two or more study names or files"),
             force: bool = typer.Option(False, help="compare even if prompts / judge / objective differ"),
             taus: str = typer.Option("0.3,0.4,0.5,0.6,0.7", help="coherency (and relevance) thresholds for the best-concept figures"),
-            kl: str = typer.Option("0.25,0.5,1,2", help="KL doses (nats) for the matched-dose rows"),
+            kl: str = typer.Option("0.1,0.5,1,2", help="KL doses (nats) for the matched-dose rows"),
             out_dir: Optional[str] = typer.Option(None, "--out", help="artifact directory (default runs/compare-...)"),
             name: Optional[str] = typer.Option(None, help="name of the comparison run"),
             experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the first study's)"),

@@ -303,7 +303,7 @@ class Comparison:
 
 def compare(refs, *, force: bool = False, taus=DEFAULT_TAUS, out_dir: str | Path | None = None,
             track: bool = True, tracking_uri: str | None = None, experiment: str | None = None,
-            n_boot: int = 400, name: str | None = None, kl_levels=(0.25, 0.5, 1.0, 2.0),
+            n_boot: int = 400, name: str | None = None, kl_levels=(0.1, 0.5, 1.0, 2.0),
             concept_target: float = 0.5, n_boot_paired: int = 200) -> Comparison:
     """Compare the fronts of several studies (spec names or files). See the module docstring."""
     refs = list(refs)

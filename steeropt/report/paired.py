@@ -112,7 +112,7 @@ class _Figures:
         return fig, fits
 
 
-def paired_comparison(studies, *, taus, kl_levels=(0.25, 0.5, 1.0, 2.0), concept_target: float = 0.5,
+def paired_comparison(studies, *, taus, kl_levels=(0.1, 0.5, 1.0, 2.0), concept_target: float = 0.5,
                       reference, unit=(), n_boot: int = 200, seed: int = 0) -> dict | None:
     """Figures per study, paired differences with intervals for every pair (module docstring). None when a
     study lacks per-prompt scores (then compare reports the unpaired bands only)."""

@@ -174,9 +174,10 @@ def value_bounds(names: Sequence[str], unit: Sequence[str] = ()) -> list[tuple[f
 
 
 def unit_scores(objective_spec) -> list[str]:
-    """The scores of an ObjectiveSpec known to lie in [0, 1]: judge rubrics, and metrics in UNIT_VALUES
-    (a score may also be e.g. `metric: kl`, which is not)."""
-    return [k for k, s in objective_spec.scores.items() if s.rubric is not None or s.metric in UNIT_VALUES]
+    """The scores of an ObjectiveSpec known to lie in [0, 1]: judge rubrics, calibrated scores (a monotone map
+    onto label / 2) and metrics in UNIT_VALUES (a score may also be e.g. `metric: kl`, which is not)."""
+    return [k for k, s in objective_spec.scores.items()
+            if s.rubric is not None or getattr(s, "calibrated", None) or s.metric in UNIT_VALUES]
 
 
 def objective_reference(objectives: Sequence[tuple[str, str]], *, unit: Sequence[str] = (), points: Any = None,

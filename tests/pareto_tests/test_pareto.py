@@ -157,3 +157,14 @@ def test_hypervolume_by_trial_is_the_curve_on_a_dataframe():
                        {"number": 3, "state": "COMPLETE", "a": 2.0, "b": 2.0, "feasible": True}])
     assert hypervolume_by_trial(df, [("a", "maximize"), ("b", "maximize")], [0, 0]) == \
         [(0, 1.0), (1, 1.0), (2, 1.0), (3, 4.0)]
+
+
+def test_calibrated_scores_have_the_fixed_unit_reference():
+    """The quickstart's scores are calibrated maps onto label / 2: their hypervolume reference is the fixed 0,
+    not one derived from the trials (which made the quickstart's and compare's hypervolumes depend on the data)."""
+    from steeropt.report.pareto import objective_reference, unit_scores
+    from steeropt.specs import build
+
+    obj = build("objective", "quickstart")
+    assert set(unit_scores(obj)) == {"concept", "coherency", "relevance"}
+    assert objective_reference(obj.directions, unit=unit_scores(obj), points=[[0.3, 0.8], [0.5, 0.6]]) == [0.0, 0.0]
