@@ -21,9 +21,10 @@ How a family's setting is chosen, on the *selection* prompts only:
    bound >= τ) preferred; the best maximised value; ties within the best's interval go to the smallest
    intervention (fewest steering sites, lowest KL dose, smallest |α|).
 2. re-evaluation (budget.reevaluation in the study spec, done by `steeropt run` after the trials): the
-   candidates were evaluated again on *fresh* selection prompts no trial used (report.reeval); when the
-   family's candidates were re-evaluated, the choice is made again on those fresh values with the same rule
-   (a winner on the trial prompts is not trusted on those prompts alone).
+   candidates were evaluated again on *fresh* selection prompts no trial used (report.reeval). The fresh
+   values check the claim: the choice stands unless they refute it (a constraint interval wholly below τ),
+   in which case the best unrefuted re-evaluated candidate of the family takes its place; the values shown
+   for the selection are the fresh ones (a winner on the trial prompts is not trusted on those alone).
 3. held-out: the chosen setting and the unsteered model are generated on the family's held-out prompts
    (never used for the choice) and scored with the study's objective stack; those are the reported numbers
    (AxBench: select on one half, report on the other).
@@ -295,25 +296,44 @@ def choose_fitted(curves: dict, space, x_param: str, *, maximize: str, coherency
     return p
 
 
-def choose_reevaluated(record: dict, family: str, space, *, maximize: str, coherency: str, tau: float,
-                       others: tuple) -> tuple[Candidate, dict, bool] | None:
-    """The family's re-evaluated candidates (report.reeval record) chosen again on their fresh-prompt values
-    with the trial rule (step 1'). None when the record holds no candidate for this family."""
-    cands, by_key = [], {}
-    for c in record.get("candidates", []):
+def choose_reevaluated(record: dict, family: str, space, chosen: Candidate, *, maximize: str, coherency: str,
+                       tau: float, others: tuple) -> tuple[Candidate, dict, bool] | None:
+    """Step 2: the fresh prompts check the claim. The fitted choice stands when its fresh-prompt values do not
+    refute it (no constraint interval wholly on the wrong side of τ); otherwise the best fresh-prompt
+    concept among the family's other re-evaluated candidates that are not refuted. Re-choosing all over on
+    3-9 fresh prompts would favour the near-unsteered candidates, whose intervals are narrowest.
+    Returns (candidate with its fresh values, record entry, robust) or None (no entry for this family)."""
+    from steeropt.evaluation.objectives.config import compare
+
+    cons = [(coherency, ">=", tau), *others]
+
+    def fresh(c):
         fam = (c.get("families") or {}).get(family)
         if not fam or fam["values"].get(maximize) is None or fam["values"].get(coherency) is None:
-            continue
-        cand = candidate(space, c["params"], fam["values"], fam.get("intervals") or {}, maximize, coherency,
+            return None
+        return candidate(space, c["params"], fam["values"], fam.get("intervals") or {}, maximize, coherency,
                          trial=c.get("trial"))
-        cands.append(cand)
-        by_key[id(cand)] = c
-    if not cands:
+
+    def refuted(c: Candidate) -> bool:
+        return any((c.intervals.get(n) or (None, None))[1] is not None and not compare(c.intervals[n][1], op, v)
+                   for n, op, v in cons)
+
+    def robust(c: Candidate) -> bool:
+        return all((c.intervals.get(n) or (None,))[0] is not None and compare(c.intervals[n][0], op, v)
+                   for n, op, v in cons)
+
+    entries = [(c, fresh(c)) for c in record.get("candidates", [])]
+    entries = [(c, f) for c, f in entries if f is not None]
+    own = next(((c, f) for c, f in entries if _same(c["params"], chosen.params)), None)
+    if own is None:
         return None
-    p = choose(cands, tau, 1.0, others)
-    if p.chosen is None:
-        return None
-    return p.chosen, by_key[id(p.chosen)], p.robust
+    if not refuted(own[1]):
+        return own[1], own[0], robust(own[1])
+    alive = [(c, f) for c, f in entries if not refuted(f) and f.n_sites > 0]
+    if not alive:
+        return own[1], own[0], False  # refuted, and nothing else holds: the verdict will say so
+    c, f = max(alive, key=lambda e: (e[1].value, e[1].coherency))
+    return f, c, robust(f)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -354,7 +374,7 @@ def select(spec, trials, *, maximize: str, coherency: str, min_coherency: float,
         # with another --maximize or τ than the study's keeps its fitted choice, with a note)
         raced = record and p.chosen is not None and any(
             fam in (c.get("families") or {}) and _same(c["params"], p.chosen.params) for c in record.get("candidates", []))
-        again = choose_reevaluated(record, fam, space, maximize=maximize, coherency=coherency,
+        again = choose_reevaluated(record, fam, space, p.chosen, maximize=maximize, coherency=coherency,
                                    tau=float(min_coherency), others=others) if raced else None
         if record and p.chosen is not None and not raced:
             p.reason = (p.reason + "; " if p.reason else "") + ("not re-evaluated: the study's re-evaluation raced "
