@@ -96,8 +96,11 @@ def agreement(res: dict) -> dict:
             if o is None or r["diff"] is None or o["diff"] is None or not (r["clear"] or o["clear"]):
                 continue
             same = (r["diff"] > 0) == (o["diff"] > 0)
+            # a contradiction: clear in both seeds, opposite signs; clear in one only is a lack of power
+            verdict = ("confirmed" if r["clear"] and o["clear"] and same else
+                       "CONTRADICTED" if r["clear"] and o["clear"] else "clear in one seed only")
             out["ranking"].append({"pair": key(r), "seed_a": [r["diff"], r["ci"], r["clear"]],
-                                   "seed_b": [o["diff"], o["ci"], o["clear"]], "same_sign": same})
+                                   "seed_b": [o["diff"], o["ci"], o["clear"]], "same_sign": same, "verdict": verdict})
     names = sorted({k.rsplit("-s", 1)[0] for k in res["studies"]})
     for n in names:
         picks = [res["studies"].get(f"{n}-s{s}", {}).get("pick") for s in seeds[:2]]
@@ -141,11 +144,13 @@ def report_md(res: dict, agree: dict) -> str:
         lines.append("")
     lines += ["## agreement across seeds", ""]
     rk = agree["ranking"]
-    lines.append(f"- controller ranking: {sum(r['same_sign'] for r in rk)} of {len(rk)} differences that are clear in "
-                 "at least one seed have the same sign in both")
+    n = {v: sum(r["verdict"] == v for r in rk) for v in ("confirmed", "CONTRADICTED", "clear in one seed only")}
+    lines.append(f"- controller ranking: of {len(rk)} differences clear in at least one seed, {n['confirmed']} are clear "
+                 f"in both with the same sign, {n['CONTRADICTED']} clear in both with opposite signs, "
+                 f"{n['clear in one seed only']} clear in one seed only")
     for r in rk:
         lines.append(f"  - {r['pair']}: seed A {r['seed_a'][0]:+.3f} (clear {r['seed_a'][2]}), seed B "
-                     f"{r['seed_b'][0]:+.3f} (clear {r['seed_b'][2]}) → {'same' if r['same_sign'] else 'DIFFERENT'}")
+                     f"{r['seed_b'][0]:+.3f} (clear {r['seed_b'][2]}) → {r['verdict']}")
     al = [a for a in agree["alpha"] if a["overlap"] is not None]
     lines.append(f"- picked α per family: {sum(a['overlap'] for a in al)} of {len(al)} (study, family) pairs have "
                  "overlapping intervals of the fitted choice across seeds")
@@ -170,8 +175,8 @@ def main() -> None:
         res = {"seeds": [], "studies": {}, "compare": {}, "timing": {}}
         for d in args.merge:
             part = json.loads((Path(d) / "partial.json").read_text())
-            if (Path(d) / "redo.json").is_file():  # `--redo-compare`: comparisons and compare picks made again
-                redo = json.loads((Path(d) / "redo.json").read_text())
+            for f in sorted(Path(d).glob("redo*.json")):  # `--redo-compare` / `--pick-only`: made again since
+                redo = json.loads(f.read_text())
                 part["studies"].update(redo["studies"])
                 part["compare"].update(redo["compare"])
             res["seeds"] += [s for s in part["seeds"] if s not in res["seeds"]]
@@ -188,6 +193,9 @@ def main() -> None:
         (out / "redo.json").write_text(json.dumps(res, indent=1, default=str))
         return
     res = run_all(names, args.seeds, out, pick_only=args.pick_only)
+    if args.pick_only:
+        (out / f"redo-{'-'.join(args.only)}.json").write_text(json.dumps(res, indent=1, default=str))
+        return
     agree = agreement(res)
     (out / "report.json").write_text(json.dumps({**res, "agreement": agree}, indent=1, default=str))
     (out / "report.md").write_text(report_md(res, agree))

@@ -388,7 +388,8 @@ def _fmt(v, nd=3) -> str:
 def paired_markdown(paired: dict) -> str:
     """The paired differences and the matched-dose table as markdown."""
     lines = [f"Paired differences (a − b; bootstrap over the {paired['prompts']} shared prompts, "
-             f"{paired['n_boot']} draws; clear = the 95% interval excludes 0):", "",
+             f"{paired['n_boot']} draws, interval widened below 20 prompts; clear = the 95% interval excludes 0 by "
+             f"more than {paired.get('margin', 0.0):g}; best@τ: concept with coherency and relevance ≥ τ):", "",
              "| a | b | figure | a | b | a − b [95%] | clear at 95% |", "|---|---|---|---|---|---|---|"]
     for r in paired["pairs"]:
         if "@kl" in r["figure"]:
