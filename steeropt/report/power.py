@@ -29,20 +29,21 @@ from scipy import stats
 Z_POWER = stats.norm.ppf(0.975) + stats.norm.ppf(0.80)
 
 
+def pooled_sd(groups) -> tuple[float, int] | None:
+    """(pooled within-group sd, degrees of freedom) of groups of per-sample values (None values skipped)."""
+    ss, df = 0.0, 0
+    for g in groups:
+        xs = np.array([v for v in g if v is not None], float)
+        if xs.size >= 2:
+            ss += float(((xs - xs.mean()) ** 2).sum())
+            df += xs.size - 1
+    return (math.sqrt(ss / df), df) if df else None
+
+
 def spread_from_trials(frozen, axes) -> dict[str, tuple[float, int]]:
-    """axis -> (pooled within-trial sd of the per-sample scores, samples used) from stored prompt_scores."""
-    out = {}
-    for a in axes:
-        ss, df = 0.0, 0
-        for t in frozen:
-            ps = t.user_attrs.get("prompt_scores") or {}
-            xs = np.array([v for v in ps.get(a) or [] if v is not None], float)
-            if xs.size >= 2:
-                ss += float(((xs - xs.mean()) ** 2).sum())
-                df += xs.size - 1
-        if df:
-            out[a] = (math.sqrt(ss / df), df)
-    return out
+    """axis -> (pooled within-trial sd of the per-sample scores, degrees of freedom) from stored prompt_scores."""
+    got = {a: pooled_sd((t.user_attrs.get("prompt_scores") or {}).get(a) or [] for t in frozen) for a in axes}
+    return {a: v for a, v in got.items() if v is not None}
 
 
 def pilot_spread(spec, axes, lm=None) -> dict[str, tuple[float, int]]:
@@ -64,17 +65,8 @@ def pilot_spread(spec, axes, lm=None) -> dict[str, tuple[float, int]]:
         res = study.stack.evaluate(samples, plans, baseline=base, vectors=study.vectors)
     finally:
         study.close()
-    out = {}
-    for a in axes:
-        ss, df = 0.0, 0
-        for r in res:
-            xs = np.array([x["scores"].get(a) for x in r.samples if x["scores"].get(a) is not None], float)
-            if xs.size >= 2:
-                ss += float(((xs - xs.mean()) ** 2).sum())
-                df += xs.size - 1
-        if df:
-            out[a] = (math.sqrt(ss / df), df)
-    return out
+    got = {a: pooled_sd([x["scores"].get(a) for x in r.samples] for r in res) for a in axes}
+    return {a: v for a, v in got.items() if v is not None}
 
 
 def _half_width(sd: float, n: int) -> float:
