@@ -153,27 +153,18 @@ def reevaluate(study, *, callback=None) -> dict:
     return record
 
 
-# trial values that are means of a per-sample metric under another name (ObjectiveStack._values)
-_RATES = {"keyword_rate": "keyword_hit", "degenerate_rate": "degenerate"}
-
-
 def _sample_values(rec: dict, names) -> dict:
-    """One sample's value of every objective / constraint / score name: its score, hm, or its tier-1 metric."""
-    out = {}
-    for n in names:
-        if n in rec["scores"]:
-            out[n] = rec["scores"][n]
-        elif n == "hm":
-            out[n] = rec["hm"]
-        else:
-            out[n] = rec["metrics"].get(_RATES.get(n, n))
-    return out
+    from steeropt.evaluation.objectives.stack import sample_value
+
+    return {n: sample_value(rec, n) for n in names}
 
 
 def _summarise(c: dict, study) -> None:
     """Pooled values and intervals (all its families, and per family) from the candidate's fresh-prompt scores."""
     b = study.objective.bootstrap
-    unit = {*study.objective.scores, "hm", *_RATES}
+    from steeropt.evaluation.objectives.stack import RATE_METRICS
+
+    unit = {*study.objective.scores, "hm", *RATE_METRICS}
 
     def summary(scores: dict) -> tuple[dict, dict]:
         vals = {k: mean(v) for k, v in scores.items()}

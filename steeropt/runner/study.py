@@ -260,7 +260,9 @@ class Study:
                     "counts": _jsonable(res.counts), "families": _jsonable(
                         {f: {"values": d.get("values"), "intervals": d.get("intervals"),
                              "n": (d.get("counts") or {}).get("samples")} for f, d in res.families.items()}),
-                    "feasible": res.feasible, "prompt_scores": _jsonable(prompt_scores(res.samples, self.prompts))}
+                    "feasible": res.feasible, "prompt_scores": _jsonable(prompt_scores(
+                        res.samples, self.prompts, [n for n, _ in self.stack.objectives] + [n for n, _, _ in
+                                                                                            self.stack.constraints]))}
         return self.optimizer.tell(cand.number, values, constraints=cons, user_attrs=summary)
 
     def _log(self, trial) -> None:
@@ -352,16 +354,17 @@ def trials_frame(optuna_study, objectives) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def prompt_scores(records: list[dict], prompts: list[tuple[str, str]]) -> dict:
-    """Per-sample scores of one trial (every score of the objective, hm and the KL dose), aligned with the study's
-    trial prompts by index: what a paired comparison resamples (report.compare) and power estimates read."""
+def prompt_scores(records: list[dict], prompts: list[tuple[str, str]], values=()) -> dict:
+    """Per-sample values of one trial (every score, the objectives and constraints, hm and the KL dose), aligned
+    with the study's trial prompts by index: what a paired comparison resamples (report.paired) and power
+    estimates read (report.power)."""
+    from steeropt.evaluation.objectives.stack import sample_value
+
     index = {fp: i for i, fp in enumerate(prompts)}
     out = {"prompt": [index.get((r["family"], r["prompt"])) for r in records], "family": [r["family"] for r in records]}
-    names = list(dict.fromkeys(k for r in records for k in r["scores"]))
+    names = list(dict.fromkeys([*(k for r in records for k in r["scores"]), *values, "hm", "kl"]))
     for k in names:
-        out[k] = [r["scores"].get(k) for r in records]
-    out["hm"] = [r["hm"] for r in records]
-    out["kl"] = [r["metrics"].get("kl") for r in records]
+        out[k] = [sample_value(r, k) for r in records]
     return out
 
 

@@ -123,11 +123,19 @@ def test_compare_json_names_clear_and_unclear_differences(tiny_studies, capsys):
     assert d["names"] == ["tiny-add", "tiny-clamp"] and d["paired"]["prompts"] == 2
     figs = {r["figure"] for r in d["paired"]["pairs"]}
     assert {"hypervolume", "sweet_spot_width_kl"} <= figs and any(f.startswith("coherency@kl") for f in figs)
+    margin = d["paired"]["margin"]
     for r in d["paired"]["pairs"]:
         assert set(r) >= {"a", "b", "figure", "diff", "ci", "clear"}
         if r["ci"] is not None:
             lo, hi = r["ci"]
-            assert r["clear"] == (lo > 0 or hi < 0)
+            assert lo <= r["diff"] <= hi and r["clear"] == (lo > margin or hi < -margin)
+    # the objective maximises keyword_rate (a rate of a tier-1 metric): its per-prompt values are stored too, so
+    # the paired figures rest on it rather than on missing values
+    spec = build("study", str(tiny_studies["add"]))
+    for t in optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(deepcopy=False):
+        ps = t.user_attrs["prompt_scores"]
+        assert len(ps["keyword_rate"]) == len(ps["prompt"]) and set(ps["keyword_rate"]) <= {0.0, 1.0}
+        assert sum(ps["keyword_rate"]) / len(ps["keyword_rate"]) == pytest.approx(t.user_attrs["values"]["keyword_rate"])
     assert {m["study"] for m in d["paired"]["matched"]} == {"tiny-add", "tiny-clamp"}
     assert (tiny_studies["dir"] / "cmp-json" / "paired.csv").is_file()
 

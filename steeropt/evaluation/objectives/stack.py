@@ -45,6 +45,20 @@ class TrialResult:
     params: dict = field(default_factory=dict)
 
 
+# trial values that are means of a per-sample metric under another name (ObjectiveStack._values)
+RATE_METRICS = {"keyword_rate": "keyword_hit", "degenerate_rate": "degenerate"}
+
+
+def sample_value(record: dict, name: str):
+    """One sample record's value of a trial value `name` (a score, hm, or a tier-1 metric, rates included):
+    what the trial's mean of that value is a mean of."""
+    if name in record["scores"]:
+        return record["scores"][name]
+    if name == "hm":
+        return record["hm"]
+    return record["metrics"].get(RATE_METRICS.get(name, name))
+
+
 class ObjectiveStack:
     """Evaluates samples of several plans with one spec. `judge` may be None only if no score uses a rubric."""
 
