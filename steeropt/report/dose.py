@@ -309,7 +309,8 @@ def plot_family_curves(curves_by_family: dict[str, dict[str, Curve]], path, *, x
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("score (fit, 95% band; dots = trials, size = samples)")
-    axes[0][0].legend(fontsize=7, loc="best")
+    if axes[0][0].get_legend_handles_labels()[0]:  # a family without curves (too few trials) has nothing to label
+        axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(title or "dose-response per family")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
