@@ -259,7 +259,8 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
                         if not reeval:
                             reeval.append(bar.add_task("re-evaluation (fresh prompts)", total=max(p.reeval_target, 1),
                                                        info="front + each family's choice"))
-                        bar.update(reeval[0], completed=min(p.reeval_done, p.reeval_target))
+                        # the target is known once the candidates are planned, after the first update
+                        bar.update(reeval[0], total=max(p.reeval_target, 1), completed=min(p.reeval_done, p.reeval_target))
 
                 df = study.run(n_trials=trials, callback=update, worker=worker)
         else:
