@@ -350,7 +350,7 @@ def compare(refs, *, force: bool = False, taus=DEFAULT_TAUS, out_dir: str | Path
     cmp = Comparison(studies, table, tuple(taus), hard, soft, force)
     from steeropt.report.paired import paired_comparison
 
-    cmp.paired = paired_comparison(studies, taus=tuple(taus), kl_levels=tuple(kl_levels), reference=ref_pt, unit=unit,
+    cmp.paired = paired_comparison(studies, taus=tuple(taus), kl_levels=tuple(kl_levels), reference=ref_pt,
                                    concept_target=concept_target, n_boot=n_boot_paired)
     if cmp.paired is None:
         cmp.notes.append("no paired differences: a study's trials lack per-prompt scores (run before they were "

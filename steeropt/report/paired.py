@@ -58,9 +58,9 @@ def _means(arr: dict, idx: np.ndarray) -> dict:
 class _Figures:
     """The figures of one study from its trials' means on one draw of prompts."""
 
-    def __init__(self, objectives, constraints, taus, kl_levels, target, reference, unit):
+    def __init__(self, objectives, constraints, taus, kl_levels, target, reference):
         self.objectives, self.constraints, self.taus = objectives, constraints, taus
-        self.kl_levels, self.target, self.reference, self.unit = kl_levels, target, reference, unit
+        self.kl_levels, self.target, self.reference = kl_levels, target, reference
         self.concept = objectives[0][0]
         self.coherency = next((n for n, _ in objectives if n == "coherency"), objectives[-1][0])
         self.floors = {n: v for n, op, v in constraints if op == ">="}
@@ -127,7 +127,7 @@ def _expanded(d: float, lo: float, hi: float, n: int) -> tuple[float, float]:
 
 
 def paired_comparison(studies, *, taus, kl_levels=(0.1, 0.5, 1.0, 2.0), concept_target: float = 0.5,
-                      reference, unit=(), n_boot: int = 200, seed: int = 0, margin: float = 0.01) -> dict | None:
+                      reference, n_boot: int = 200, seed: int = 0, margin: float = 0.01) -> dict | None:
     """Figures per study, paired differences with intervals for every pair (module docstring). None when a
     study lacks per-prompt scores (then compare reports the unpaired bands only)."""
     first = studies[0]
@@ -142,7 +142,7 @@ def paired_comparison(studies, *, taus, kl_levels=(0.1, 0.5, 1.0, 2.0), concept_
     P = min(next(iter(d.values())).shape[1] for d in data)
     families = [f for f, _ in first.identity["prompts"]][:P]
     strata = [np.flatnonzero(np.array(families) == f) for f in dict.fromkeys(families)]
-    figs = _Figures(first.objectives, constraints, taus, kl_levels, concept_target, reference, unit)
+    figs = _Figures(first.objectives, constraints, taus, kl_levels, concept_target, reference)
     full = np.arange(P)
     point, starts = zip(*(figs(_means(d, full)) for d in data))
     rng = np.random.default_rng(seed)

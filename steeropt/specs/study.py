@@ -105,14 +105,20 @@ class ConceptSpec(_Spec):
     @field_validator("keywords")
     @classmethod
     def _keywords(cls, v: list[str]) -> list[str]:
-        from steeropt.evaluation.objectives.metrics import compile_keywords  # the rules the metric applies
+        return check_keywords(v)
 
-        for i, kw in enumerate(v):
-            try:
-                compile_keywords([kw])
-            except (ValueError, re.error) as e:
-                raise FieldError(str(i), f"invalid keyword {kw!r}: {e}") from None
-        return v
+
+def check_keywords(v: list[str]) -> list[str]:
+    """Each keyword compiled by the rules the keyword-hit metric applies; a bad one is a FieldError at its index
+    (shared by study specs and concept files)."""
+    from steeropt.evaluation.objectives.metrics import compile_keywords
+
+    for i, kw in enumerate(v):
+        try:
+            compile_keywords([kw])
+        except (ValueError, re.error) as e:
+            raise FieldError(str(i), f"invalid keyword {kw!r}: {e}") from None
+    return v
 
 
 class FamilySpec(_Spec):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -71,15 +70,9 @@ class Concept(BaseModel):
     @field_validator("keywords")
     @classmethod
     def _keywords(cls, v: list[str]) -> list[str]:
-        from steeropt.evaluation.objectives.metrics import compile_keywords  # the rules the metric applies
-        from steeropt.specs.factory import FieldError
+        from steeropt.specs.study import check_keywords
 
-        for i, kw in enumerate(v):
-            try:
-                compile_keywords([kw])
-            except (ValueError, re.error) as e:
-                raise FieldError(str(i), f"invalid keyword {kw!r}: {e}") from None
-        return v
+        return check_keywords(v)
 
     @model_validator(mode="after")
     def _matched(self) -> Concept:
