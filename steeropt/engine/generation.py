@@ -1,14 +1,20 @@
-"""Batched generation over prompts × candidate plans: one `generate` call per chunk of rows."""
+"""Batched generation over prompts × candidate plans: one `generate` call per chunk of rows.
+
+On CPU with fp32 weights the model first goes through `fastpath.prepare` (prepacked weights, fused
+gate/up) and `generate` keeps its KV cache in preallocated tensors (`cache_implementation="static"`)."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Sequence
 
 import torch
 
 from steeropt.errors import SteeroptError
+from steeropt.engine import fastpath
 from steeropt.engine.interventions import steer, validate_plans
 from steeropt.engine.models import LoadedModel
+from steeropt.timing import phase
 from steeropt.types import InterventionPlan, Sample
 from steeropt.engine.vectors import VectorSet
 
@@ -45,9 +51,11 @@ class Generator:
     """
 
     def __init__(self, lm: LoadedModel, vectors: VectorSet | None = None, *, memory_cap_gb: float = 4.0,
-                 max_batch: int = 64):
+                 max_batch: int = 64, fast: bool = True):
         self.lm, self.vectors = lm, vectors if vectors is not None else VectorSet()
         self.memory_cap_gb, self.max_batch = memory_cap_gb, max_batch
+        # fast=False keeps transformers' plain path (the speed benchmark's baseline arm)
+        self.fast = fastpath.prepare(lm) if fast else False
 
     def rows_per_call(self, prompt_len: int, decoding: Decoding) -> int:
         cfg = self.lm.model.config
@@ -62,6 +70,10 @@ class Generator:
             decoding: Decoding = Decoding(), seed: int = 0, progress=None) -> list[Sample]:
         """prompts: (family, prompt text) pairs. Returns plan-major samples: plan 0 × every prompt, plan 1 ...
         Plans with different per-candidate decoding overrides go to separate generate calls."""
+        with phase("generation"):
+            return self._run(prompts, plans, decoding, seed, progress)
+
+    def _run(self, prompts, plans, decoding, seed, progress) -> list[Sample]:
         if not prompts:
             raise SteeroptError("no prompts to generate from")
         plans = list(plans) or [InterventionPlan([], [])]
@@ -88,30 +100,76 @@ class Generator:
     @torch.no_grad()
     def _generate(self, rows, prompts, plans, decoding: Decoding, seed: int) -> Iterable[Sample]:
         tok = self.lm.tokenizer
-        texts = [self.lm.render(prompts[j][1]) for _, j in rows]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        width = enc["input_ids"].shape[1]
+        ids = [tok(self.lm.render(prompts[j][1]), add_special_tokens=False)["input_ids"] for _, j in rows]
+        kinds = sorted({p for p, _ in rows})
+        # the chat template's system turn opens every row: on the fast path its KV is computed once per plan
+        shared = _shared_prefix(ids) if self.fast and len(rows) > len(kinds) else 0
+        input_ids, mask = _layout(ids, shared if shared >= 8 else 0, tok.pad_token_id)
+        width = input_ids.shape[1]
+        dev = self.lm.device
+        cache = {}
+        if shared >= 8:
+            cache = {_cache_kwarg(self.lm.model): self._prefix_cache(input_ids[:len(kinds), :shared].to(dev), rows, kinds, plans,
+                                                           width, width + decoding.max_new_tokens)}
+        elif self.fast:
+            cache = {"cache_implementation": "static"}
         torch.manual_seed(seed)
         rec = _ChosenLogprobs()
         handle = self.lm.model.register_forward_hook(rec.hook, with_kwargs=True)
         try:
-            with steer(self.lm, self.vectors, plans, [p for p, _ in rows], prompt_len=width):
-                seqs = self.lm.model.generate(
-                    **{k: v.to(self.lm.device) for k, v in enc.items()}, **decoding.generate_kwargs(),
-                    pad_token_id=tok.pad_token_id)
+            with steer(self.lm, self.vectors, plans, [p for p, _ in rows], prompt_len=width, pad_mask=mask.to(dev)):
+                seqs = self.lm.model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
+                                              **decoding.generate_kwargs(), pad_token_id=tok.pad_token_id, **cache)
         finally:
             handle.remove()
         gen = seqs[:, width:].cpu()
         logprobs = rec.finish(gen)
         eos = set(_as_list(self.lm.model.generation_config.eos_token_id)) | {tok.eos_token_id}
         for r, (p, j) in enumerate(rows):
-            ids = gen[r].tolist()
-            stop = next((i for i, t in enumerate(ids) if t in eos), None)
-            n = len(ids) if stop is None else stop + 1
-            prompt_ids = enc["input_ids"][r][enc["attention_mask"][r].bool()].tolist()
-            yield Sample(prompt=prompts[j][1], family=prompts[j][0], prompt_ids=prompt_ids, token_ids=ids[:n],
-                         text=tok.decode(ids[:n], skip_special_tokens=True), logprobs=logprobs[r, :n].tolist(),
+            out = gen[r].tolist()
+            stop = next((i for i, t in enumerate(out) if t in eos), None)
+            n = len(out) if stop is None else stop + 1
+            yield Sample(prompt=prompts[j][1], family=prompts[j][0], prompt_ids=ids[r], token_ids=out[:n],
+                         text=tok.decode(out[:n], skip_special_tokens=True), logprobs=logprobs[r, :n].tolist(),
                          finished=stop is not None, candidate=p, seed=seed, meta={"prompt_index": j})
+
+    def _prefix_cache(self, prefix, rows, kinds, plans, width: int, max_len: int):
+        """A static KV cache holding the shared prefix for every row. Computed once per distinct plan, with that
+        plan's steering on (a site may steer prompt positions), then copied to the plan's rows."""
+        from transformers import DynamicCache, StaticCache
+
+        with steer(self.lm, self.vectors, plans, kinds, prompt_len=width):
+            out = self.lm.model(input_ids=prefix, use_cache=True, logits_to_keep=1,
+                                **{_cache_kwarg(self.lm.model): DynamicCache()})
+        past = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        pick = torch.tensor([kinds.index(p) for p, _ in rows], device=prefix.device)
+        cache = StaticCache(config=self.lm.model.config, max_cache_len=max_len)
+        at = {"cache_position": torch.arange(prefix.shape[1], device=prefix.device)}
+        for i, layer in enumerate(past.layers):
+            cache.update(layer.keys[pick], layer.values[pick], i, at)
+        return cache
+
+
+def _cache_kwarg(model) -> str:
+    """The KV cache's keyword: `cache` from transformers 5.x (`past_key_values` deprecated there), else the old one."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _shared_prefix(ids: list[list[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own."""
+    n, cap = 0, min(len(x) for x in ids) - 1
+    while n < cap and len({x[n] for x in ids}) == 1:
+        n += 1
+    return n
+
+
+def _layout(ids: list[list[int]], shared: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[shared prefix][pads][rest of the row]: every row ends at the same column (generation appends there);
+    shared=0 is plain left padding. Positions come from the mask, so the pads change no token's position."""
+    width = max(len(x) for x in ids)
+    rows = [x[:shared] + [pad] * (width - len(x)) + x[shared:] for x in ids]
+    mask = [[1] * shared + [0] * (width - len(x)) + [1] * (len(x) - shared) for x in ids]
+    return torch.tensor(rows), torch.tensor(mask)
 
 
 class _ChosenLogprobs:
@@ -131,7 +189,7 @@ class _ChosenLogprobs:
         if self.prev is not None and ids is not None:
             self._take(ids[:, -1])
         logits = output.logits[:, -1].float()
-        if not torch.isfinite(logits).all():
+        if not torch.isfinite(logits.amax(-1)).all():  # NaN propagates through the max, +inf is the max
             raise SteeroptError("non-finite logits during generation (NaN/Inf in the steered activations)")
         self.prev = torch.log_softmax(logits, dim=-1)
 

@@ -43,9 +43,12 @@ class _Positions:
     """Where the current forward call sits: offset = tokens already in the KV cache; `real` marks the call's
     non-pad tokens ([B, T, 1] bool, None when the call has no padding). Pads are never steered."""
 
-    def __init__(self, prompt_len: int | None, *, auto: bool = False):
+    def __init__(self, prompt_len: int | None, *, auto: bool = False, pad_mask: torch.Tensor | None = None):
         # auto: take the prompt width from each generation's first call (profiles: no known prompt_len)
+        # pad_mask: the prompt's [B, width] mask when the caller knows it; else the call's 2-D attention_mask
+        # (generate hands a static KV cache's model calls a 4-D mask, which does not say which tokens are pads)
         self.prompt_len, self.offset, self.width, self.auto = prompt_len, 0, 0, auto
+        self.pad_mask = pad_mask
         self.real: torch.Tensor | None = None
 
     def pre_hook(self, _module, args, kwargs):
@@ -58,7 +61,8 @@ class _Positions:
         self.width = ids.shape[1]
         if self.auto and self.offset == 0:
             self.prompt_len = self.width  # the first call of a generation is the (left-padded) prompt
-        am, lo, hi = kwargs.get("attention_mask"), self.offset, self.offset + self.width
+        am = self.pad_mask if self.pad_mask is not None else kwargs.get("attention_mask")
+        lo, hi = self.offset, self.offset + self.width
         self.real = None
         if isinstance(am, torch.Tensor) and am.dim() == 2 and am.shape[1] >= hi:
             cols = am[:, lo:hi].bool()
@@ -161,11 +165,13 @@ def _build_op(lm: LoadedModel, vectors: VectorSet, site: Site, alpha: torch.Tens
 
 @contextmanager
 def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan],
-          row_plan: Sequence[int] | None = None, *, prompt_len: int | None = None):
+          row_plan: Sequence[int] | None = None, *, prompt_len: int | None = None,
+          pad_mask: torch.Tensor | None = None):
     """Steer `lm` inside the block: batch row r follows plans[row_plan[r]] (default: row r = plan r).
 
-    prompt_len: padded prompt width, needed for positions "prompt"/"generated". Hooks are removed on
-    exit, also when the block raises.
+    prompt_len: padded prompt width, needed for positions "prompt"/"generated". pad_mask: the prompt's
+    [rows, prompt_len] attention mask (0 = pad), when the model's calls may not get it in 2-D (a static KV
+    cache). Hooks are removed on exit, also when the block raises.
 
     Example:
         >>> plan = InterventionPlan([Site(4, "add", "wedding")], [0.3])
@@ -191,7 +197,7 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
         if not active.any():
             continue
         ops_by_point.setdefault(hook_point(site), []).append(_build_op(lm, vectors, site, alpha, active))
-    handles = install_hooks(lm, ops_by_point, _Positions(prompt_len), n_rows=n_rows)
+    handles = install_hooks(lm, ops_by_point, _Positions(prompt_len, pad_mask=pad_mask), n_rows=n_rows)
     try:
         yield
     finally:

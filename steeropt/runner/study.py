@@ -26,6 +26,7 @@ from steeropt.runner.parts import (build_vectors, check_storage, make_study_judg
                                    judge_card, resolved_yaml, run_params, run_tags, site_names, trial_prompts)
 from steeropt.runner.tracking import samples_file
 from steeropt.specs import StudySpec, build
+from steeropt.timing import CLOCK, phase
 from steeropt.types import InterventionPlan
 
 __all__ = ["Study", "StudyProgress", "build_vectors", "check_storage", "package_versions", "trial_prompts",
@@ -72,6 +73,10 @@ class Study:
     def setup(self, lm=None) -> "Study":
         if self._ready:
             return self
+        with phase("setup"):
+            return self._setup(lm)
+
+    def _setup(self, lm) -> "Study":
         from steeropt.engine.models import load_model
         from steeropt.evaluation.objectives import ObjectiveStack
         from steeropt.evaluation.objectives.tier1 import ConceptInfo
@@ -164,7 +169,19 @@ class Study:
         if not worker and self.spec.budget.reevaluation is not None and self.ledger.count().done >= self.ledger.budget:
             self.reevaluate(callback=callback)
         self.update_artifacts(final=True)
+        self.write_timing()
         return self.results()
+
+    def write_timing(self) -> Path:
+        """runs/<study>/timing.json: this process's seconds per phase (steeropt.timing) and the judge requests
+        the cheap tier's gates spared (a filtered sample is not judged)."""
+        t = self.stack.totals
+        info = {**CLOCK.snapshot(), "samples": t["samples"], "judge_requests": t["judge_requests"],
+                "judge_requests_spared": t["spared_requests"], "rubrics": sorted(self.stack.rubric_scores),
+                "judge": None if self.judge is None else self.judge.identity}
+        path = self.runs_dir / "timing.json"
+        path.write_text(json.dumps(info, indent=1))
+        return path
 
     def reevaluation(self) -> dict | None:
         """The stored re-evaluation record (report.reeval), if it describes the current complete trials."""

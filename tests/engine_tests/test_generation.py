@@ -79,7 +79,8 @@ def test_steered_logprobs_with_padding_match_generate_logits(embedded, wedding_v
         for j in range(len(prompts)):
             s = samples[k * len(prompts) + j]
             want = [float(lp[j, i, t]) for i, t in enumerate(s.token_ids)]
-            assert s.logprobs == pytest.approx(want, abs=1e-4)  # same batch, same calls: rounding only
+            # the Generator's fast path (packed weights, shared prefix) sums in another order: seen 4e-5
+            assert s.logprobs == pytest.approx(want, abs=1e-4)
 
 
 def test_generation_holds_one_step_of_logits_not_every_step(embedded):

@@ -164,21 +164,30 @@ def before_and_after(lm, layer):
 DELTA_ATOL = 1e-3
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("positions", ["prompt", "generated", "all"])
-def test_positions_with_left_padding_steer_only_real_tokens_of_their_part(embedded, wedding_vectors, positions):
+def test_positions_with_left_padding_steer_only_real_tokens_of_their_part(embedded, wedding_vectors, positions, fast):
     # Three prompts of different lengths: rows are left-padded by different amounts.
     prompts = [("p", "Hi."), ("p", "Write a short story about a dog and a cat who become best friends."),
                ("p", "What is your favourite season?")]
     vec = wedding_vectors["wedding"]
     want = 0.4 * vec.mean_norm * vec.vector / vec.vector.norm()
     with before_and_after(embedded, 4) as (pre, post):
-        samples = Generator(embedded, wedding_vectors).run(prompts, [plan(0.4, positions=positions)],
+        samples = Generator(embedded, wedding_vectors, fast=fast).run(prompts, [plan(0.4, positions=positions)],
                                                            Decoding(max_new_tokens=5))
     width = max(len(s.prompt_ids) for s in samples)
     pads = [width - len(s.prompt_ids) for s in samples]
     assert len(set(pads)) == 3 and min(pads) == 0
-    assert pre[0].shape[1] == width and [p.shape[1] for p in pre[1:]] == [1] * (len(pre) - 1)  # KV cache steps
-    for call, (x, y) in enumerate(zip(pre, post)):
+    calls = list(zip(pre, post))
+    if calls[0][0].shape[0] < len(prompts):  # the fast path's shared prefix: once per plan, no pads
+        x, y = calls.pop(0)
+        if positions == "generated":
+            assert (y - x == 0).all(), "a prefix token was steered"
+        else:
+            torch.testing.assert_close(y - x, want.expand_as(x), atol=DELTA_ATOL, rtol=0)
+        width -= x.shape[1]  # the rest of the prompt: [pads][the row's own tokens]
+    assert calls[0][0].shape[1] == width and [x.shape[1] for x, _ in calls[1:]] == [1] * (len(calls) - 1)  # KV cache steps
+    for call, (x, y) in enumerate(calls):
         delta = y - x
         for r, n_pad in enumerate(pads):
             if call == 0:  # the prompt call: pads, then the row's real prompt tokens

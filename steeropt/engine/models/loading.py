@@ -19,6 +19,7 @@ import torch
 
 from steeropt.errors import ModelError
 from steeropt.engine.models.adapters import ArchAdapter
+from steeropt.timing import phase
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch a hub at run time
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -132,6 +133,7 @@ class LoadedModel:
     adapter: ArchAdapter
     load_seconds: float = 0.0
     from_cache: bool = False
+    fast: bool = False  # set by engine.fastpath.prepare once its modules are packed
     _neutral_norms: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -217,6 +219,14 @@ def load_model(ref: str = EMBEDDED_NAME, *, dtype: torch.dtype = torch.float32, 
     key = (ref, dtype, str(dev))
     if use_cache and key in _LOADED:
         return _LOADED[key]
+    with phase("model_load"):
+        lm = _load(ref, dtype, dev)
+    if use_cache:
+        _LOADED[key] = lm
+    return lm
+
+
+def _load(ref: str, dtype: torch.dtype, dev: torch.device) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
@@ -249,6 +259,4 @@ def load_model(ref: str = EMBEDDED_NAME, *, dtype: torch.dtype = torch.float32, 
         tok.pad_token = tok.eos_token
     name = ref if ref == EMBEDDED_NAME or ref in SPLIT_MODELS else path.name
     lm = LoadedModel(model, tok, name, sha, adapter, time.perf_counter() - start, from_cache)
-    if use_cache:
-        _LOADED[key] = lm
     return lm

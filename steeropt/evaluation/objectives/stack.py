@@ -21,6 +21,7 @@ from steeropt.evaluation.objectives.aggregate import harmonic_mean, mean, mean_c
 from steeropt.evaluation.objectives.config import PROMPT_METRICS, TIER1_METRICS, ObjectiveSpec, compare
 from steeropt.evaluation.objectives.gates import audit_draw, gate_reasons
 from steeropt.evaluation.objectives.tier1 import ConceptInfo, Tier1
+from steeropt.timing import phase
 from steeropt.types import InterventionPlan, Sample
 
 # Per-sample metrics that are scores or rates in [0, 1] (0/1 data of these get a Wilson interval).
@@ -66,6 +67,8 @@ class ObjectiveStack:
         self.spec, self.lm, self.judge = spec, lm, judge
         self.concept = concept or ConceptInfo(name="")
         self.rubric_scores = {k: s.rubric for k, s in spec.scores.items() if s.rubric is not None}
+        # running totals over every evaluate() call: judge requests sent, and those the gates spared
+        self.totals = Counter()
         # issue 11: a calibrated score judges with the rubric it was fitted on, then maps (calibration.py)
         self.calibrated = {}
         if any(s.calibrated for s in spec.scores.values()):
@@ -99,7 +102,8 @@ class ObjectiveStack:
     ) -> list[TrialResult]:
         """One TrialResult per plan (sample.candidate indexes plans)."""
         spec = self.spec
-        mets = self.tier1.compute(samples, plans, baseline, vectors)
+        with phase("cheap_tier"):
+            mets = self.tier1.compute(samples, plans, baseline, vectors)
         reasons = [gate_reasons(m, spec.gates) for m in mets]
         audited: set[int] = set()
         for p, plan in enumerate(plans):
@@ -117,7 +121,10 @@ class ObjectiveStack:
                     x = samples[i]
                     reqs.append(JudgeRequest(rubric=rubric, prompt=x.prompt, response=x.text, concept=self.concept.judge_text))
                     where.append((i, name))
-        results = self.judge.judge(reqs) if reqs else []
+        self.totals.update(samples=len(samples), judge_requests=len(reqs),
+                           spared_requests=(len(samples) - len(to_judge)) * len(self.rubric_scores))
+        with phase("judge"):
+            results = self.judge.judge(reqs) if reqs else []
         if len(results) != len(reqs):
             raise JudgeError(f"judge returned {len(results)} results for {len(reqs)} requests")
         judged: dict[int, dict] = {}

@@ -1,0 +1,148 @@
+"""The CPU fast path for generation: prepacked fp32 weights, one fused gate/up matmul, a static KV cache.
+
+Why (bench/speed.py, 2 AVX2 cores): decoding 16-64 rows of the 135M model is bound by streaming the weights
+through the matmuls, and PyTorch's default CPU matmul re-packs each weight on every call. Reordering every
+Linear weight once into oneDNN's blocked layout made the decode matmuls ~2x faster at 16 rows; fusing the
+MLP's gate and up projections, and q, k and v, into one matmul each saves a tenth more; a static KV cache
+removes the per-step `torch.cat` of the growing cache (~6% of a step), and attention reads only its filled
+part. (The shared chat-template prefix of the prompts is computed once per plan: engine/generation.py.) The math stays fp32: only the kernels' summation order
+changes, so greedy tokens match the plain path except at exact near-ties (the tests compare them).
+int8 weights were measured and not offered: PyTorch's dynamic int8 Linear quantises activations per tensor,
+and on this 135M model greedy tokens diverged at the first token in 13 of 16 rows (bench/speed.py --int8).
+
+`prepare(lm)` rewrites the model's modules in place, once; `weight` stays the original Parameter (exports,
+vectors and hooks see the same modules and weights). Off with STEEROPT_FAST=0, or off the CPU/fp32 path.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+import torch
+import torch.nn.functional as F
+
+ENV = "STEEROPT_FAST"
+_BATCH_HINT = 16  # oneDNN picks its blocking for this many rows; any row count works
+
+
+def available(model: torch.nn.Module) -> bool:
+    """True where the fast path applies: CPU, fp32 weights, oneDNN built in, not switched off."""
+    p = next(model.parameters())
+    return (os.environ.get(ENV, "1").strip() != "0" and torch.backends.mkldnn.is_available()
+            and p.device.type == "cpu" and p.dtype == torch.float32)
+
+
+class PackedLinear(torch.nn.Module):
+    """One or more Linear layers on the same input as one matmul, their weights concatenated and reordered once
+    for oneDNN. The parts stay where they were (not registered again here: hooks on them are unchanged);
+    autograd, another device or dtype use them directly, since the packed copy is fp32 CPU only."""
+
+    def __init__(self, *parts: torch.nn.Linear):
+        super().__init__()
+        self.parts = parts  # a tuple: not registered as submodules
+        self.weight = parts[0].weight  # the same Parameter: code reading `.weight` or the device sees the original
+        weight = parts[0].weight if len(parts) == 1 else torch.cat([p.weight for p in parts])
+        bias = [p.bias for p in parts]
+        self.bias = None if bias[0] is None else torch.cat(bias).detach()
+        self.out_features, self.in_features = weight.shape
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32 or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+            return torch.cat([F.linear(x, p.weight, p.bias) for p in self.parts], dim=-1)
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self._packed, self.bias,
+                                               "none", [], "")
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, parts={len(self.parts)}, packed=onednn"
+
+
+class FusedMLP(torch.nn.Module):
+    """down(act(gate(x)) * up(x)) with gate and up as one packed matmul. The original projections stay as
+    attributes for code that reads them."""
+
+    def __init__(self, mlp: torch.nn.Module):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.act_fn = mlp.gate_proj, mlp.up_proj, mlp.act_fn
+        self.down_proj = PackedLinear(mlp.down_proj)
+        self.gate_up = PackedLinear(mlp.gate_proj, mlp.up_proj)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.gate_proj.out_features, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+def _fused_attention_forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+    """LlamaAttention.forward (transformers 5.x) with q, k, v from one packed matmul, and attention over the filled
+    part of a static KV cache only (its tail is masked anyway: ~8% of a decode step)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    shape = hidden_states.shape[:-1]
+    split = [p.out_features for p in self.qkv.parts]
+    q, k, v = (t.view(*shape, -1, self.head_dim).transpose(1, 2) for t in self.qkv(hidden_states).split(split, -1))
+    modeling = sys.modules[type(self).__module__]
+    q, k = modeling.apply_rotary_pos_emb(q, k, *position_embeddings)
+    if cache is not None:
+        k, v = cache.update(k, v, self.layer_idx, kwargs=kwargs)
+        filled = cache.get_seq_length(self.layer_idx)
+        if k.shape[2] > filled:
+            k, v = k[:, :, :filled], v[:, :, :filled]
+            attention_mask = None if attention_mask is None else attention_mask[..., :filled]
+    if q.shape[2] == 1 and not kwargs.get("output_attentions"):
+        out, weights = _decode_attention(q, k, v, attention_mask, self.scaling), None
+    else:
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, modeling.eager_attention_forward)
+        out, weights = attend(self, q, k, v, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs)
+    return self.o_proj(out.reshape(*shape, -1).contiguous()), weights
+
+
+def _decode_attention(q, k, v, mask, scaling: float) -> torch.Tensor:
+    """One query position: grouped-query attention as two small batched matmuls ([B, kv heads, group, L]),
+    about half the time of the SDPA kernel at these sizes. Returns [B, 1, heads, head_dim] like HF's."""
+    b, h, _, d = q.shape
+    kv = k.shape[1]
+    scores = torch.matmul(q.view(b, kv, h // kv, d), k.transpose(-1, -2)) * scaling
+    if mask is not None:  # [B, 1, 1, L]: bool = may attend, else additive
+        m = mask.view(b, 1, 1, -1)
+        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m
+    return torch.matmul(scores.softmax(-1), v).view(b, 1, h, d)
+
+
+def _fusable_attention(m: torch.nn.Module) -> bool:
+    """Only transformers 5.x's LlamaAttention: the forward above is a copy of it. Others get packed q/k/v."""
+    import inspect
+
+    return type(m).__name__ == "LlamaAttention" and "cache" in inspect.signature(type(m).forward).parameters
+
+
+def _fusable_mlp(m: torch.nn.Module) -> bool:
+    return all(type(getattr(m, a, None)) is torch.nn.Linear and getattr(m, a).bias is None
+               for a in ("gate_proj", "up_proj", "down_proj")) and hasattr(m, "act_fn")
+
+
+def prepare(lm) -> bool:
+    """Pack `lm.model`'s Linear layers (fusing gate/up and q/k/v) in place, once. Returns whether the fast path is on."""
+    if getattr(lm, "fast", False):
+        return True
+    if not available(lm.model):
+        return False
+    with torch.no_grad():
+        _swap(lm.model)
+    lm.fast = True
+    return True
+
+
+def _swap(module: torch.nn.Module) -> None:
+    for name, child in module.named_children():
+        if _fusable_mlp(child):
+            setattr(module, name, FusedMLP(child))
+        elif _fusable_attention(child):
+            child.qkv = PackedLinear(child.q_proj, child.k_proj, child.v_proj)
+            child.o_proj = PackedLinear(child.o_proj)
+            child.forward = types.MethodType(_fused_attention_forward, child)
+        elif type(child) is torch.nn.Linear:
+            setattr(module, name, PackedLinear(child))
+        else:
+            _swap(child)
