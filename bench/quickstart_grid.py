@@ -1,6 +1,8 @@
 """Record the quickstart problem on a dense α grid, once, for the optimizer and tiering benchmarks.
 
     .venv/bin/python bench/quickstart_grid.py [--points 41] [--out bench/data/quickstart_grid.json]
+    .venv/bin/python bench/quickstart_grid.py --spec studies/quickstart-qwen.yaml --points 13 \
+        --out bench/data/quickstart_qwen_grid.json      # the three axes judged by the 1.5B model
 
 Sets up studies/quickstart.yaml (layer 10, objectives/quickstart.yaml, its 9 prompts, 40 new tokens, seed 0)
 in a temp dir, generates every α of an evenly spaced grid over the space's [low, high] with the study's own
@@ -24,7 +26,7 @@ SPEC = ROOT / "studies" / "quickstart.yaml"
 
 
 def _summ(res, alpha):
-    fam = {f: {k: d["values"].get(k) for k in ("concept", "coherency", "scalar", "hm")}
+    fam = {f: {k: d["values"].get(k) for k in ("concept", "coherency", "relevance", "scalar", "hm")}
            for f, d in res.families.items()}
     for f, d in res.families.items():
         fam[f]["feasible"] = (d["values"].get("coherency") or 0.0) >= 0.4 if d["values"].get("coherency") is not None else None
@@ -36,7 +38,7 @@ def _summ(res, alpha):
             | {"filtered_reasons": c["filtered_reasons"]}}
 
 
-def record(points: int = 41, chunk: int = 8, log=print) -> dict:
+def record(points: int = 41, chunk: int = 8, log=print, spec: Path = SPEC) -> dict:
     from steeropt.evaluation.objectives import ObjectiveSpec, ObjectiveStack
     from steeropt.evaluation.objectives.tier1 import ConceptInfo
     from steeropt.runner.study import Study
@@ -46,7 +48,7 @@ def record(points: int = 41, chunk: int = 8, log=print) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         try:
-            study = Study.from_spec(str(SPEC), track=False).setup()
+            study = Study.from_spec(str(spec), track=False).setup()
             (pname, pdef), = [(p.name, p) for p in study.space.parameters()]
             alphas = [round(pdef.low + (pdef.high - pdef.low) * i / (points - 1), 6) for i in range(points)]
             all_spec = ObjectiveSpec.model_validate({**study.objective.model_dump(), "name": "judge-all", "gates": []})
@@ -64,7 +66,7 @@ def record(points: int = 41, chunk: int = 8, log=print) -> dict:
                 every += [_summ(r, a) for r, a in zip(stack_all.evaluate(samples, plans, baseline, study.vectors), part)]
                 t_eval += time.perf_counter() - t
                 log(f"  grid: {s + len(part)}/{len(alphas)} α done ({time.perf_counter() - t0:.0f} s)")
-            out = {"spec": "studies/quickstart.yaml", "parameter": pname, "low": pdef.low, "high": pdef.high,
+            out = {"spec": str(Path(spec).resolve().relative_to(ROOT)), "parameter": pname, "low": pdef.low, "high": pdef.high,
                    "points": points, "prompts": [list(p) for p in study.prompts],
                    "decoding": study.decoding.__dict__, "seed": study.spec.seed,
                    "objectives": study.stack.objectives, "constraints": study.stack.constraints,
@@ -81,8 +83,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=41)
     ap.add_argument("--out", default=str(ROOT / "bench/data/quickstart_grid.json"))
+    ap.add_argument("--spec", default=str(SPEC), help="another study on the same space (default the quickstart)")
     args = ap.parse_args()
-    data = record(args.points)
+    data = record(args.points, spec=Path(args.spec).resolve())
     Path(args.out).write_text(json.dumps(data, indent=1, default=str))
     print(f"wrote {args.out} ({data['seconds']['total']:.0f} s)")
 

@@ -23,12 +23,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-CATEGORIES = {  # torch profiler op name -> what it is, for the breakdown
-    "matmuls (Linear layers, LM head)": ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm"),
-    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
+CATEGORIES = {  # torch profiler op name -> what it is, for the breakdown (bmm/softmax: the decode attention)
+    "matmuls (Linear layers, LM head)": ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
+                  "aten::bmm", "aten::_softmax", "aten::masked_fill"),
     "KV cache writes": ("aten::index_copy_", "aten::cat"),
     "log-probs and next token": ("aten::_log_softmax", "aten::argmax", "aten::gather", "aten::isfinite",
-                                 "aten::softmax", "aten::_softmax", "aten::topk", "aten::sort", "aten::multinomial"),
+                                 "aten::amax", "aten::topk", "aten::sort", "aten::multinomial"),
     "norms, rotary, activation, residual": ("aten::mul", "aten::add", "aten::pow", "aten::mean", "aten::rsqrt",
                                             "aten::silu", "aten::neg", "aten::div_", "aten::sum", "aten::add_",
                                             "aten::mul_", "aten::where", "aten::sub"),
@@ -120,7 +121,8 @@ def steered_ratio(fast, prompts, plans, dec, InterventionPlan, repeats: int) -> 
         for arm, pl in (("unsteered", [InterventionPlan([], [])]), ("steered", plans[:1])):
             t = time.perf_counter()
             s = fast.run(ps, pl, dec)
-            best[arm] = min(best[arm], (time.perf_counter() - t) / sum(len(x.token_ids) for x in s))
+            # per step the batch ran (rows x its longest row): rows that stop early at EOS still cost their steps
+            best[arm] = min(best[arm], (time.perf_counter() - t) / (len(s) * max(len(x.token_ids) for x in s)))
     return {"batch": len(ps), "steered_over_unsteered": best["unsteered"] / best["steered"]}
 
 

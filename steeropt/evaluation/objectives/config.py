@@ -129,6 +129,10 @@ class Tier1Settings(_Spec):
     # issue 11 (quality.py): the neutral context, and fluency_proxy = exp(-max(0, neutral_drift) / fluency_tau) * (1 - rep_3)
     neutral_instruction: str = "Write something."
     fluency_tau: float = Field(2.0, gt=0)  # greedy own answers set the reference; fluent human text drifts ~1-3 nats
+    # preference, preference_base, utility: a steered teacher-forced pass over the concept's example completions
+    # for every plan x prompt, about half of the cheap tier's time (bench/speed.py). None = only when the
+    # objective uses one of them (a score, gate, objective, constraint or calibration feature); true = always.
+    preference: bool | None = None
 
 
 class Bootstrap(_Spec):
@@ -158,6 +162,15 @@ class ObjectiveSpec(_Spec):
     @classmethod
     def _none(cls, v: str | None) -> str | None:
         return None if v is None or v.strip().lower() in ("", "none", "null") else v
+
+    def uses(self) -> set[str]:
+        """The value and metric names this objective reads: score sources, gates, objectives, constraints,
+        scalarization (calibration files add their features: ObjectiveStack)."""
+        names = {s.metric for s in self.scores.values() if s.metric} | {g.metric for g in self.gates}
+        names |= {o.name for o in self.objectives} | {c.name for c in self.constraints}
+        if self.scalarization is not None:
+            names |= set(self.scalarization.of) | set(self.scalarization.weights or {})
+        return names
 
     def value_names(self) -> list[str]:
         """Every per-trial value name an objective, constraint or scalarization may use."""

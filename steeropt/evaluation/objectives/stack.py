@@ -79,6 +79,9 @@ class ObjectiveStack:
         if self.rubric_scores and judge is None:
             raise JudgeError(f"objective '{spec.name}' scores {sorted(self.rubric_scores)} with a judge but no judge was given")
         self.tier1 = Tier1(lm, self.concept, spec.tier1)
+        used = spec.uses() | {f for c in self.calibrated.values() for f, _ in c.features}
+        used |= {(c.source or {}).get("metric") for c in self.calibrated.values()}
+        self.tier1.preference = spec.tier1.preference if spec.tier1.preference is not None else bool(used & set(PROMPT_METRICS))
 
     @property
     def objectives(self) -> list[tuple[str, str]]:

@@ -56,6 +56,7 @@ class Tier1:
         self.stop = stop_ids(lm)
         self._base_surprisal: dict[tuple, float | None] = {}  # (prompt_ids, token_ids) -> surprisal
         self._completion_cache: dict = {}
+        self.preference = True  # the completion-preference pass; the objective stack turns it off when unused
         # issue 11: neutral-context fluency and relevance PMI (quality.py)
         self.quality = Quality(lm, instruction=self.settings.neutral_instruction, tau=self.settings.fluency_tau,
                                batch_size=self.settings.batch_size)
@@ -129,7 +130,7 @@ class Tier1:
                                                   baseline, base_sur)):
             m.update(q)
         c = self.concept
-        if steered and c.positive_completions and c.negative_completions:
+        if steered and self.preference and c.positive_completions and c.negative_completions:
             prompts = sorted({tuple(x.prompt_ids) for x in samples})
             pidx = {p: i for i, p in enumerate(prompts)}
             pu = preference_utility(self.lm, [list(p) for p in prompts], c.positive_completions, c.negative_completions,
