@@ -35,7 +35,7 @@ JUDGED_GRID = BENCH / "data" / "quickstart_qwen_grid.json"  # studies/quickstart
 
 FULL = {"overhead": {"tokens": 32, "rounds": 5}, "batching": {"tokens": 32, "prompts": 2, "ks": [1, 4, 8, 16]},
         "optimizers": {"seeds": 20, "bo_seeds": 10, "budget": 24, "bo_budget": 24},
-        "memory": {"trials": 8}, "grid_points": 41, "judged_grid_points": 13, "speed": [],
+        "memory": {"trials": 8}, "grid_points": 41, "judged_grid_points": 13, "speed": ["--judge-n", "8"],
         "scaling": {"base": (9, 40, 1), "prompts": [3, 9, 18], "tokens": [20, 40, 80], "sites": [1, 2, 4]}}
 QUICK = {"overhead": {"tokens": 8, "rounds": 2}, "batching": {"tokens": 8, "prompts": 2, "ks": [1, 4, 8]},
          "optimizers": {"seeds": 2, "bo_seeds": 1, "budget": 12, "bo_budget": 8},
