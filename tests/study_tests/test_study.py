@@ -67,6 +67,15 @@ def test_judged_study_with_local_judge(make_spec, embedded, tmp_path):
     assert df["count.samples"].tolist() == [2, 2]
     judged = df["count.samples"] - df["count.filtered"]
     assert (df["count.judge_requests"] >= 2 * judged).all()  # concept + fluency per surviving sample
+    # runs/<study>/timing.json: where the time went, and the judge work the gates spared
+    import json
+
+    timing = json.loads((tmp_path / "runs" / "judged" / "timing.json").read_text())
+    assert {"setup", "generation", "cheap_tier", "judge"} <= set(timing["phases"])
+    assert all(timing["phases"][k]["seconds"] > 0 and timing["phases"][k]["calls"] >= 1 for k in ("generation", "judge"))
+    assert timing["judge_requests"] >= df["count.judge_requests"].sum()
+    assert timing["judge_requests_spared"] >= 2 * (df["count.filtered"] - df["count.audited"]).sum()
+    assert timing["since_import_s"] >= sum(v["seconds"] for v in timing["phases"].values())
     # evaluating the same samples again (as a re-run would) makes no new judge calls: the cache answers
     study = Study.from_spec(str(path))
     study.setup(lm=embedded)
@@ -190,6 +199,9 @@ def test_three_axis_quickstart_objective_and_its_judge_card(make_spec, embedded,
     assert set(df["state"]) == {"COMPLETE"}
     assert df["concept"].between(0, 1).all() and df["coherency"].between(0, 1).all()
     assert df["value.relevance"].between(0, 1).all()
+    # the objective reads no preference/utility, so the steered completion-preference pass is skipped
+    assert study.stack.tier1.preference is False
+    assert "value.utility" not in df or df["value.utility"].isna().all()
     parent, _ = study_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "three-axis")
     card = json.loads(Path(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").download_artifacts(
         parent.info.run_id, "judge_card.json", str(tmp_path))).read_text())
