@@ -35,7 +35,7 @@ JUDGED_GRID = BENCH / "data" / "quickstart_qwen_grid.json"  # studies/quickstart
 
 FULL = {"overhead": {"tokens": 32, "rounds": 5}, "batching": {"tokens": 32, "prompts": 2, "ks": [1, 4, 8, 16]},
         "optimizers": {"seeds": 20, "bo_seeds": 10, "budget": 24, "bo_budget": 24},
-        "memory": {"trials": 8}, "grid_points": 41, "judged_grid_points": 13, "speed": ["--judge-n", "8"],
+        "memory": {"trials": 8}, "grid_points": 41, "judged_grid_points": 13, "speed": ["--judge-n", "20", "--quickstart-plain"],
         "scaling": {"base": (9, 40, 1), "prompts": [3, 9, 18], "tokens": [20, 40, 80], "sites": [1, 2, 4]}}
 QUICK = {"overhead": {"tokens": 8, "rounds": 2}, "batching": {"tokens": 8, "prompts": 2, "ks": [1, 4, 8]},
          "optimizers": {"seeds": 2, "bo_seeds": 1, "budget": 12, "bo_budget": 8},
@@ -640,6 +640,10 @@ def md_speed(res):
         t = q["timing"]
         L += ["", f"Judge requests {t['judge_requests']}, spared by the cheap tier {t['judge_requests_spared']} "
               f"(the quickstart's objective has {'no judge' if not t['rubrics'] else 'rubrics ' + ', '.join(t['rubrics'])})."]
+        qp = res.get("quickstart_plain")
+        if qp:
+            L += ["", f"The same run with `STEEROPT_FAST=0` (transformers' plain `generate`): {qp['wall_s']:.0f} s, of which "
+                  f"generation {qp['split_s']['generation']:.0f} s (fast path: {q['split_s']['generation']:.0f} s)."]
     return L
 
 

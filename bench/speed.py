@@ -194,9 +194,10 @@ def judge_speed(judge: str, n: int) -> dict:
     return res
 
 
-def quickstart(spec: str = "studies/quickstart.yaml", trials: int | None = None) -> dict:
+def quickstart(spec: str = "studies/quickstart.yaml", trials: int | None = None, env: dict | None = None) -> dict:
     """`steeropt run` of the quickstart in a fresh process and an empty folder (own storage, MLflow, runs/),
-    the way `bash scripts/quickstart.sh` runs it, and its timing.json (steeropt.timing phases)."""
+    the way `bash scripts/quickstart.sh` runs it, and its timing.json (steeropt.timing phases).
+    env: extra environment (STEEROPT_FAST=0: the plain generation path)."""
     exe = str(Path(sys.executable).with_name("steeropt"))
     env_t = time.perf_counter()
     subprocess.run(["bash", "scripts/setup_env.sh"], cwd=ROOT, check=True, capture_output=True)
@@ -205,7 +206,7 @@ def quickstart(spec: str = "studies/quickstart.yaml", trials: int | None = None)
         cmd = [exe, "run", str(ROOT / spec)] + (["--trials", str(trials)] if trials else [])
         log(f"  quickstart: {' '.join(cmd[1:])} (in an empty folder)")
         t = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, env=dict(os.environ, TERM="dumb"))
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, env=dict(os.environ, TERM="dumb", **(env or {})))
         wall = time.perf_counter() - t
         timing = json.loads(next(Path(tmp, "runs").glob("*/timing.json")).read_text())
     ph = {k: v["seconds"] for k, v in timing["phases"].items()}
@@ -225,6 +226,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", default="limit,gen,breakdown,batching,int8,judge,quickstart")
     ap.add_argument("--judge", default="local-qwen1.5b")
     ap.add_argument("--judge-n", type=int, default=None, help="labelled items for the judge arms (x 3 rubrics)")
+    ap.add_argument("--quickstart-plain", action="store_true", help="also run the quickstart with STEEROPT_FAST=0")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
@@ -273,6 +275,10 @@ def main(argv=None) -> dict:
         r["quickstart"] = quickstart(trials=4 if args.quick else None)
         log(f"  quickstart wall {r['quickstart']['wall_s']:.0f} s: " + ", ".join(
             f"{k.split(' (')[0]} {v:.0f} s" for k, v in r["quickstart"]["split_s"].items()))
+        if args.quickstart_plain:
+            r["quickstart_plain"] = quickstart(trials=4 if args.quick else None, env={"STEEROPT_FAST": "0"})
+            log(f"  quickstart, STEEROPT_FAST=0: wall {r['quickstart_plain']['wall_s']:.0f} s, generation "
+                f"{r['quickstart_plain']['split_s']['generation']:.0f} s")
     print(json.dumps(r, indent=1, default=float))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=float))

@@ -26,6 +26,22 @@ ENV = "STEEROPT_FAST"
 _BATCH_HINT = 16  # oneDNN picks its blocking for this many rows; any row count works
 
 
+def shared_prefix(ids: list[list[int]], min_len: int = 8) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own; 0 below `min_len`
+    (then a separate prefix pass costs more than it saves)."""
+    n, cap = 0, min(len(x) for x in ids) - 1
+    while n < cap and len({x[n] for x in ids}) == 1:
+        n += 1
+    return n if n >= min_len else 0
+
+
+def cache_kwarg(model) -> str:
+    """The KV cache's keyword: `cache` from transformers 5.x (`past_key_values` deprecated there), else the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def available(model: torch.nn.Module) -> bool:
     """True where the fast path applies: CPU, fp32 weights, oneDNN built in, not switched off."""
     p = next(model.parameters())

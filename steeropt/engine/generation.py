@@ -1,10 +1,10 @@
 """Batched generation over prompts × candidate plans: one `generate` call per chunk of rows.
 
 On CPU with fp32 weights the model first goes through `fastpath.prepare` (prepacked weights, fused
-gate/up) and `generate` keeps its KV cache in preallocated tensors (`cache_implementation="static"`)."""
+q/k/v and gate/up), `generate` keeps its KV cache in preallocated tensors (a static cache), and the rows'
+shared opening (the chat template's system turn) is computed once per plan and copied to its rows."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Sequence
 
@@ -103,14 +103,14 @@ class Generator:
         ids = [tok(self.lm.render(prompts[j][1]), add_special_tokens=False)["input_ids"] for _, j in rows]
         kinds = sorted({p for p, _ in rows})
         # the chat template's system turn opens every row: on the fast path its KV is computed once per plan
-        shared = _shared_prefix(ids) if self.fast and len(rows) > len(kinds) else 0
-        input_ids, mask = _layout(ids, shared if shared >= 8 else 0, tok.pad_token_id)
+        shared = fastpath.shared_prefix(ids) if self.fast and len(rows) > len(kinds) else 0
+        input_ids, mask = _layout(ids, shared, tok.pad_token_id)
         width = input_ids.shape[1]
         dev = self.lm.device
         cache = {}
-        if shared >= 8:
-            cache = {_cache_kwarg(self.lm.model): self._prefix_cache(input_ids[:len(kinds), :shared].to(dev), rows, kinds, plans,
-                                                           width, width + decoding.max_new_tokens)}
+        if shared:  # every row starts with the same prefix: any len(kinds) rows hold it once per plan
+            cache = {fastpath.cache_kwarg(self.lm.model): self._prefix_cache(
+                input_ids[:len(kinds), :shared].to(dev), rows, kinds, plans, width, width + decoding.max_new_tokens)}
         elif self.fast:
             cache = {"cache_implementation": "static"}
         torch.manual_seed(seed)
@@ -140,7 +140,7 @@ class Generator:
 
         with steer(self.lm, self.vectors, plans, kinds, prompt_len=width):
             out = self.lm.model(input_ids=prefix, use_cache=True, logits_to_keep=1,
-                                **{_cache_kwarg(self.lm.model): DynamicCache()})
+                                **{fastpath.cache_kwarg(self.lm.model): DynamicCache()})
         past = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         pick = torch.tensor([kinds.index(p) for p, _ in rows], device=prefix.device)
         cache = StaticCache(config=self.lm.model.config, max_cache_len=max_len)
@@ -148,19 +148,6 @@ class Generator:
         for i, layer in enumerate(past.layers):
             cache.update(layer.keys[pick], layer.values[pick], i, at)
         return cache
-
-
-def _cache_kwarg(model) -> str:
-    """The KV cache's keyword: `cache` from transformers 5.x (`past_key_values` deprecated there), else the old one."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _shared_prefix(ids: list[list[int]]) -> int:
-    """Tokens every row starts with, leaving each row at least one token of its own."""
-    n, cap = 0, min(len(x) for x in ids) - 1
-    while n < cap and len({x[n] for x in ids}) == 1:
-        n += 1
-    return n
 
 
 def _layout(ids: list[list[int]], shared: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:

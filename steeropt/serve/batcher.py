@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from steeropt.engine import fastpath
 from steeropt.errors import SteeroptError
 from steeropt.types import InterventionPlan
 
@@ -142,6 +143,7 @@ class MicroBatcher:
 
     def __init__(self, lm, vectors, *, router=None, max_batch: int = 32, wait_ms: float = 10.0):
         self.lm, self.vectors, self.router = lm, vectors, router
+        fastpath.prepare(lm)  # packed weights (engine/fastpath.py); the Generator does the same to the model
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
         self.q: queue.Queue = queue.Queue()
         self.batches: list[int] = []  # rows per generate call, for tests and logs

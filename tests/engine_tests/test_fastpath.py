@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steeropt.engine import fastpath
-from steeropt.engine.generation import Decoding, Generator, _layout, _shared_prefix
+from steeropt.engine.generation import Decoding, Generator, _layout
 from steeropt.engine.models import load_model
 from steeropt.types import InterventionPlan, Site
 
@@ -74,7 +74,7 @@ def test_packing_keeps_parameters_and_falls_back_under_autograd(embedded, plain)
 def test_shared_prefix_layout_keeps_rows_ending_together(embedded):
     tok = embedded.tokenizer
     ids = [tok(embedded.render(p), add_special_tokens=False)["input_ids"] for p in ("Hi", "Tell me a long story.")]
-    n = _shared_prefix(ids)
+    n = fastpath.shared_prefix(ids)
     system = tok(embedded.render("Hi").split("<|im_start|>user")[0], add_special_tokens=False)["input_ids"]
     assert n >= len(system)  # at least the chat template's system turn
     rows, mask = _layout(ids, n, tok.pad_token_id)

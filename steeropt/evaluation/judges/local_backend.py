@@ -127,10 +127,10 @@ class LocalJudge(Judge):
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache=None):
         """Next-token probabilities [rows, vocab] and the KV cache. ids [rows, new], mask [rows, past + new]."""
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-        from steeropt.engine.generation import _cache_kwarg
+        from steeropt.engine.fastpath import cache_kwarg
 
         out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                            **({_cache_kwarg(self.lm.model): cache} if cache is not None else {}))
+                            **({cache_kwarg(self.lm.model): cache} if cache is not None else {}))
         self.stats.forward_passes += 1
         past = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         return torch.softmax(out.logits[:, -1].float(), -1), past

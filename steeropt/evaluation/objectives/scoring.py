@@ -56,14 +56,13 @@ def _forward(lm, rows: Sequence[Row], plans=None, vectors=None) -> tuple[torch.T
     sit after it: [shared][pads][rest of prompt][target][pads]. Returns (logp [B, G, V], W); row b's target
     token j is scored by logp[b, j].
     """
-    from steeropt.engine.generation import _cache_kwarg, _shared_prefix  # engine: imported here (light module)
+    from steeropt.engine.fastpath import cache_kwarg, shared_prefix  # engine: imported here (light module)
 
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     W = max(len(r.prompt_ids) for r in rows)
     G = max(max(len(r.target_ids) for r in rows), 1)
     kinds = sorted({r.plan for r in rows}) if plans is not None else [0]
-    shared = _shared_prefix([r.prompt_ids for r in rows]) if len(rows) > len(kinds) else 0
-    shared = shared if shared >= 8 else 0  # below that a second call costs more than it saves
+    shared = shared_prefix([r.prompt_ids for r in rows]) if len(rows) > len(kinds) else 0
     ids = torch.full((len(rows), W + G), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), W + G), dtype=torch.long)
     for b, r in enumerate(rows):
@@ -81,10 +80,10 @@ def _forward(lm, rows: Sequence[Row], plans=None, vectors=None) -> tuple[torch.T
         first = [next(b for b, r in enumerate(rows) if plans is None or r.plan == k) for k in kinds]
         with _steered(lm, vectors, plans, [rows[b].plan for b in first], W):
             out = lm.model(input_ids=ids[first, :shared].to(dev), use_cache=True, logits_to_keep=1,
-                           **{_cache_kwarg(lm.model): DynamicCache()})
+                           **{cache_kwarg(lm.model): DynamicCache()})
         past = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         pick = torch.tensor([kinds.index(r.plan) if plans is not None else 0 for r in rows], device=dev)
-        kw[_cache_kwarg(lm.model)] = DynamicCache(ddp_cache_data=[(layer.keys[pick], layer.values[pick]) for layer in past.layers])
+        kw[cache_kwarg(lm.model)] = DynamicCache(ddp_cache_data=[(layer.keys[pick], layer.values[pick]) for layer in past.layers])
         kw["use_cache"] = True
     else:
         kw["use_cache"] = False
