@@ -392,14 +392,7 @@ def goals(r) -> list[dict]:
                          "miss": None if met in (True, None) else f"{med - 0.25 * n:g} evaluations over", "command": op["command"]})
     ti = r.get("tiering", {}).get("result")
     if ti:
-        rows.append({"figure": "judge calls saved by the cheap tier (quickstart)", "goal": "≥ 50%",
-                     "result": f"{ti['saved_share']:.1%} ({ti['judge_requests_gated']}/{ti['judge_requests_all']})",
-                     "met": ti["saved_share"] >= 0.5, "miss": None if ti["saved_share"] >= 0.5 else f"{0.5 - ti['saved_share']:.1%} short",
-                     "command": ti["command"]})
-        rows.append({"figure": "chosen α per family, gated vs judge-all", "goal": "same",
-                     "result": "; ".join(f"{f}: {fmt(c['gated'], 3)} vs {fmt(c['judge_all'], 3)}" for f, c in ti["choice"].items()),
-                     "met": ti["same_choice"], "miss": None if ti["same_choice"] else f"up to {ti['max_choice_shift']:.3f} α apart "
-                     f"({ti['max_choice_shift'] / ti['grid_step']:.0f} grid steps)", "command": ti["command"]})
+        rows += tiering_rows(ti, "quickstart", "")
     me = r.get("memory", {}).get("result")
     if me:
         rows.append({"figure": "peak RSS of a quickstart study / fp32 weight size", "goal": "–",
@@ -445,15 +438,20 @@ def goals(r) -> list[dict]:
                      "met": None, "miss": None, "command": q["command"]})
     tj = r.get("tiering_judged", {}).get("result")
     if tj:
-        rows.append({"figure": "judge calls saved by the cheap tier (three-axis judged objective)", "goal": "≥ 50%",
-                     "result": f"{tj['saved_share']:.1%} ({tj['judge_requests_gated']}/{tj['judge_requests_all']})",
-                     "met": tj["saved_share"] >= 0.5, "miss": None if tj["saved_share"] >= 0.5 else f"{0.5 - tj['saved_share']:.1%} short",
-                     "command": tj["command"]})
-        rows.append({"figure": "chosen α per family, gated vs judge-all (three-axis judged objective)", "goal": "same",
-                     "result": "; ".join(f"{f}: {fmt(c['gated'], 3)} vs {fmt(c['judge_all'], 3)}" for f, c in tj["choice"].items()),
-                     "met": tj["same_choice"], "miss": None if tj["same_choice"] else f"up to {tj['max_choice_shift']:.3f} α apart "
-                     f"({tj['max_choice_shift'] / tj['grid_step']:.0f} grid steps)", "command": tj["command"]})
+        rows += tiering_rows(tj, "three-axis judged objective", " (three-axis judged objective)")
     return rows
+
+
+def tiering_rows(t: dict, saved_label: str, choice_label: str) -> list[dict]:
+    """The two tiering goals: judge requests saved by the gates, and the same chosen α per family."""
+    return [{"figure": f"judge calls saved by the cheap tier ({saved_label})", "goal": "≥ 50%",
+             "result": f"{t['saved_share']:.1%} ({t['judge_requests_gated']}/{t['judge_requests_all']})",
+             "met": t["saved_share"] >= 0.5, "miss": None if t["saved_share"] >= 0.5 else f"{0.5 - t['saved_share']:.1%} short",
+             "command": t["command"]},
+            {"figure": f"chosen α per family, gated vs judge-all{choice_label}", "goal": "same",
+             "result": "; ".join(f"{f}: {fmt(c['gated'], 3)} vs {fmt(c['judge_all'], 3)}" for f, c in t["choice"].items()),
+             "met": t["same_choice"], "miss": None if t["same_choice"] else f"up to {t['max_choice_shift']:.3f} α apart "
+             f"({t['max_choice_shift'] / t['grid_step']:.0f} grid steps)", "command": t["command"]}]
 
 
 def write_report(r: dict) -> None:
