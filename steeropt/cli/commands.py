@@ -278,7 +278,7 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
         link, serve = ui_url(study.tracker.tracking_uri or "sqlite:///mlflow.db", study.tracker.experiment_id)
         out.print(f"MLflow runs: {link}" + (f"  (start the UI with: {serve})" if serve else ""), highlight=False)
     out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html, dose_fits.png, summary.json"
-              + (", reevaluation.csv" if study.spec.budget.reevaluation else "") + "); "
+              + (", reevaluation.csv" if study.spec.budget.reevaluation else "") + ", timing.json); "
               f"MLflow: mlflow ui --backend-store-uri {study.spec.tracking_uri or 'sqlite:///mlflow.db'}",
               highlight=False)
 
