@@ -1,14 +1,15 @@
-"""The CPU fast path for generation: prepacked fp32 weights, one fused gate/up matmul, a static KV cache.
+"""The CPU fast path for generation: prepacked fp32 weights, fused q/k/v and gate/up, lean decode attention.
 
 Why (bench/speed.py, 2 AVX2 cores): decoding 16-64 rows of the 135M model is bound by streaming the weights
 through the matmuls, and PyTorch's default CPU matmul re-packs each weight on every call. Reordering every
-Linear weight once into oneDNN's blocked layout made the decode matmuls ~2x faster at 16 rows; fusing the
-MLP's gate and up projections, and q, k and v, into one matmul each saves a tenth more; a static KV cache
-removes the per-step `torch.cat` of the growing cache (~6% of a step), and attention reads only its filled
-part. (The shared chat-template prefix of the prompts is computed once per plan: engine/generation.py.) The math stays fp32: only the kernels' summation order
-changes, so greedy tokens match the plain path except at exact near-ties (the tests compare them).
-int8 weights were measured and not offered: PyTorch's dynamic int8 Linear quantises activations per tensor,
-and on this 135M model greedy tokens diverged at the first token in 13 of 16 rows (bench/speed.py --int8).
+Linear weight once into oneDNN's blocked layout made the decode matmuls ~2x faster at 16 rows; fusing q, k, v
+and the MLP's gate and up into one matmul each saves a tenth more; with the static KV cache that
+engine/generation.py asks `generate` for, attention reads only the cache's filled part, and a single query
+position is two small matmuls instead of the SDPA kernel. The rows' shared prompt opening is computed once per
+plan (`shared_prefix`, used by generation and by the teacher-forced scoring). The math stays fp32: only the
+kernels' summation order changes, so greedy tokens match the plain path except at exact near-ties (the tests
+compare them). int8 was measured and is not offered: PyTorch's dynamic int8 Linear quantises activations per
+tensor, and greedy tokens differed from fp32 in 16 of 16 rows, 10 of them at the first token (bench/speed.py).
 
 `prepare(lm)` rewrites the model's modules in place, once; `weight` stays the original Parameter (exports,
 vectors and hooks see the same modules and weights). Off with STEEROPT_FAST=0, or off the CPU/fp32 path.
