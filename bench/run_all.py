@@ -234,7 +234,7 @@ def sec_speed(cfg, tmp) -> dict:
 
 
 def headline(r: dict) -> dict:
-    """The report's top-level speed keys (issue 14), each from the speed section's one run."""
+    """The report's top-level speed keys, each from the speed section's one run."""
     sp = r.get("speed", {}).get("result") or {}
     gen, judge, qs = sp.get("gen", {}), sp.get("judge", {}), sp.get("quickstart", {})
     return {"judge_samples_per_s_plain": judge.get("plain_samples_per_s"),

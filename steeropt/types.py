@@ -31,6 +31,7 @@ class InterventionPlan:
     params: dict = field(default_factory=dict)  # the optimizer parameters this plan came from
     decoding: dict = field(default_factory=dict)  # per-candidate decoding overrides (temperature, ...)
     active: list[bool] | None = None  # per site; None = all active
+    instruction: str | None = None  # asks for the concept after the user's prompt: the prompted arm (None = none)
 
     def is_active(self, i: int) -> bool:
         return self.active is None or bool(self.active[i])
@@ -58,3 +59,6 @@ class Sample:
     candidate: int  # index of the plan in the generate call
     seed: int
     meta: dict = field(default_factory=dict)
+    instruction: str | None = None  # the instruction the prompt was rendered with (the prompted arm)
+    # the plan's strength in normalised units: a float for one site, a tuple for several, None without sites
+    alpha: float | tuple[float, ...] | None = None

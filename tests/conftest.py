@@ -38,6 +38,15 @@ def wedding_vectors(embedded, wedding_concept):
 
 
 @pytest.fixture(scope="session")
+def qwen15():
+    """Qwen2.5-Coder-1.5B-Instruct, the quickstart's steered model and judge: loaded once per session (~6 GB fp32;
+    its part wheels come with scripts/setup_env.sh test). Tests on it are few and batch everything."""
+    from steeropt.engine.models import load_model
+
+    return load_model("qwen2.5-coder-1.5b-instruct")
+
+
+@pytest.fixture(scope="session")
 def llama_server():
     """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1 serving the embedded GGUF."""
     from tests.servers import LlamaServer, llama_cpp_available

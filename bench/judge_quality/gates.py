@@ -1,17 +1,30 @@
-"""Candidate cheap gates for broken text (coherency label 0): thresholds chosen on the calibration labels
-(most recall at precision >= 0.9), precision/recall reported on the test labels. Writes gates.md.
+"""Cheap gates for broken text (coherency label 0), chosen leave-one-concept-out (LOCO) over every label file.
 
-    STEEROPT_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python bench/judge_quality/gates.py
+For each held-out concept a threshold is chosen on the other concepts (most recall at precision >= 0.9) and
+applied to the held-out one (steeropt.evaluation.loco.loco_gate); a gate qualifies only if its held-out
+precision is >= 0.9 on EVERY concept. The shipped threshold is the same rule on all concepts. Metrics come
+from the unsteered embedded 135M (the quickstart's scoring model); rep_3, degenerate and distinct_1 are
+text-only (no teacher-forced pass: usable on any steered model, e.g. the 1.5B). Writes gates.md and gates.json.
+
+    STEEROPT_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python bench/judge_quality/gates.py [LABEL_FILE ...]
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+from steeropt.engine.models import load_model
+from steeropt.evaluation.loco import loco_gate
+from steeropt.evaluation.validation import baseline_for, read_labels, score_items
+from steeropt.specs.factory import build
+
 HERE = Path(__file__).resolve().parent
+LABEL_FILES = [HERE / "labels" / f for f in ("calibration.jsonl", "test.jsonl", "qwen.jsonl")]
+TEXT_ONLY = {"rep_3", "degenerate", "distinct_1"}
 # (metric, op): a sample with `metric op threshold` is gated as broken
-CANDIDATES = [("rep_3", ">"), ("degenerate", ">"), ("surprisal_drift", ">"), ("neutral_drift", ">"),
-              ("neutral_surprisal", ">"), ("fluency_proxy", "<"), ("distinct_1", "<")]
+CANDIDATES = [("rep_3", ">"), ("degenerate", ">"), ("distinct_1", "<"), ("surprisal_drift", ">"),
+              ("neutral_drift", ">"), ("neutral_surprisal", ">"), ("fluency_proxy", "<")]
 
 
 def _rel(p: str) -> str:
@@ -21,45 +34,45 @@ def _rel(p: str) -> str:
         return p
 
 
-def main(cal: str, test: str, out: Path) -> str:
-    from steeropt.engine.models import load_model
-    from steeropt.evaluation.objectives.config import Gate
-    from steeropt.evaluation.validation import baseline_for, choose_threshold, gate_figures, read_labels, score_items
-    from steeropt.specs.factory import build
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
+
+def main(files: list[Path], out: Path) -> str:
     lm = load_model("smollm2-135m-instruct")
     spec = build("objective", "cheap-only")
-    ci, ti = read_labels(cal), read_labels(test)
-    base = baseline_for(lm, ci + ti)
-    cm = [r["metrics"] for r in score_items(lm, spec, ci, None, baseline=base)]
-    tm = [r["metrics"] for r in score_items(lm, spec, ti, None, baseline=base)]
-    keep_c = [i for i, it in enumerate(ci) if "coherency" in it.labels]
-    rows = ["| gate | threshold (from calibration) | test precision | test recall | fired / broken / n (test) |",
-            "|---|---|---|---|---|"]
-    chosen = []
-    for metric, op in CANDIDATES:
-        t = choose_threshold([cm[i].get(metric) for i in keep_c], [ci[i].labels["coherency"] == 0 for i in keep_c], op)
-        if t is None:
-            rows.append(f"| {metric} {op} | none reaches precision 0.9 on calibration | | | |")
-            continue
-        g = Gate(metric=metric, op=op, value=round(t, 4), reason=metric)
-        chosen.append(g)
-        f = gate_figures([g], tm, ti)[f"{metric}{op}{g.value:g}"]
-        fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
-        rows.append(f"| {metric} {op} | {g.value:g} | {fmt(f['precision'])} | {fmt(f['recall'])} | {f['fired']} / {f['broken']} / {f['n']} |")
-    if len(chosen) > 1:
-        f = gate_figures(chosen, tm, ti)["any"]
-        rows.append(f"| any of the above | | {f['precision'] or 0:.2f} | {f['recall'] or 0:.2f} | {f['fired']} / {f['broken']} / {f['n']} |")
-    text = ("# Cheap gates for broken text\n\n"
-            f"Positive class: coherency label 0. Thresholds chosen on `{_rel(cal)}` (most recall with precision >= 0.9),\n"
-            f"figures on `{_rel(test)}` ({len(ti)} items; never the set the threshold was chosen on). Model: the unsteered embedded\n"
-            "SmolLM2-135M; drift references are its own greedy answers to the labelled prompts.\n"
-            "Made by `bench/judge_quality/gates.py`.\n\n" + "\n".join(rows) + "\n")
+    items = [it for f in files for it in read_labels(f)]
+    recs = score_items(lm, spec, items, None, baseline=baseline_for(lm, items))
+    metrics = [r["metrics"] for r in recs]
+    concepts = sorted({it.concept for it in items})
+    results = [loco_gate(m, op, [x.get(m) for x in metrics], items) for m, op in CANDIDATES]
+    rows = ["| gate | text-only | shipped threshold | qualifies | pooled LOCO precision / recall | "
+            + " | ".join(concepts) + " |", "|---" * (5 + len(concepts)) + "|"]
+    for r in results:
+        t = "none" if r["threshold"] is None else f"{r['threshold']:.4g}"
+        cells = []
+        for c in concepts:
+            f = r["folds"][c]
+            cells.append("no threshold" if f["threshold"] is None else
+                         f"{_fmt(f['precision'])} / {_fmt(f['recall'])} (t {f['threshold']:.3g}; {f['fired']}/{f['broken']}/{f['n']})")
+        p = r["pooled"]
+        rows.append(f"| {r['metric']} {r['op']} | {'yes' if r['metric'] in TEXT_ONLY else 'no'} | {t} | "
+                    f"{'**yes**' if r['qualifies'] else 'no'} | {_fmt(p['precision'])} / {_fmt(p['recall'])} | " + " | ".join(cells) + " |")
+    n_broken = sum(it.labels.get("coherency") == 0 for it in items)
+    text = ("# Cheap gates for broken text, chosen leave-one-concept-out\n\n"
+            f"Positive class: coherency label 0 ({n_broken} of {len(items)} items). Labels: "
+            + ", ".join(f"`{_rel(str(f))}`" for f in files) + ".\n"
+            "Per held-out concept: the threshold chosen on the OTHER concepts (most recall with precision >= 0.9), then\n"
+            "precision / recall on the held-out concept (t = that threshold; fired / broken / n). A gate qualifies only if\n"
+            "the held-out precision is >= 0.9 on every concept; its shipped threshold is the same rule on all concepts.\n"
+            "Metrics: the unsteered embedded SmolLM2-135M (drift references are its own greedy answers to the labelled\n"
+            "prompts); text-only metrics need no model pass. Made by `bench/judge_quality/gates.py`.\n\n"
+            + "\n".join(rows) + "\n")
     out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     return text
 
 
 if __name__ == "__main__":
-    a = sys.argv[1:]
-    print(main(a[0] if a else str(HERE / "labels/calibration.jsonl"), a[1] if len(a) > 1 else str(HERE / "labels/test.jsonl"),
-               HERE / "gates.md"))
+    args = [Path(a) for a in sys.argv[1:]] or [f for f in LABEL_FILES if f.is_file()]
+    print(main(args, HERE / "gates.md"))

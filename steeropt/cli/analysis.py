@@ -30,7 +30,12 @@ def compare(studies: List[str] = typer.Argument(..., help="two or more study nam
             track: bool = typer.Option(True, help="log the comparison to MLflow"),
             as_json: bool = typer.Option(False, "--json", help="print the result as JSON (nothing else on stdout)")):
     """Fronts of several studies on one plot; hypervolume, best concept at coherency >= τ, paired differences
-    on the shared prompts (clear at 95% or not) and matched-dose rows."""
+    on the shared prompts (clear at 95% or not) and matched-dose rows.
+
+    \b
+    Example:
+      steeropt compare studies/compare-add.yaml studies/compare-clamp.yaml
+    """
     import json
 
     from rich.table import Table
@@ -88,7 +93,12 @@ def pick(study: str = typer.Argument(..., help="study name or file"),
          gguf: bool = typer.Option(True, help="also write llama.cpp control vectors for add settings"),
          as_json: bool = typer.Option(False, "--json", help="print the result as JSON (nothing else on stdout)")):
     """Choose a setting per prompt family from the dose-response fits (selection prompts), confirm it on held-out
-    prompts against the unsteered model, export a profile."""
+    prompts against the unsteered model, export a profile.
+
+    \b
+    Example:
+      steeropt pick studies/quickstart.yaml --out profiles/quickstart
+    """
     import json
 
     from steeropt.report.pick import pick as run_pick
@@ -143,7 +153,11 @@ def _print_pick(res) -> None:
         if p.held_out:
             t.add_row(f"held-out ({len(p.held_out_prompts)} prompts)", *[_vci(*p.held_out.get(n, (None, None))) for n in shown])
             t.add_row("unsteered held-out", *[_vci(*p.unsteered_held_out.get(n, (None, None))) for n in shown])
+            for arm, vals in p.arms_held_out.items():
+                t.add_row(f"{arm.replace('_', ' + ')} held-out", *[_vci(*vals.get(n, (None, None))) for n in shown])
         out.print(t)
+        if p.verdict.get("versus_prompt"):
+            out.print(f"  against the prompt: {p.verdict['versus_prompt']}", highlight=False)
         if p.held_out_prompts:
             out.print("  held-out prompts: " + "; ".join(p.held_out_prompts[:3])
                       + (f"; … ({len(p.held_out_prompts)} in all, see pick.json)" if len(p.held_out_prompts) > 3 else ""),
@@ -164,9 +178,17 @@ def generate(prompt: List[str] = typer.Argument(..., help="one or more prompts")
              profile: str = typer.Option(..., help="profile directory (from steeropt pick)"),
              family: str = typer.Option(..., help="prompt family whose setting to apply, or 'auto' (the profile's router)"),
              model: Optional[str] = typer.Option(None, help="model ref (default: the profile's model)"),
-             max_new_tokens: Optional[int] = typer.Option(None, min=1),
+             max_new_tokens: Optional[int] = typer.Option(None, min=1, metavar="N",
+                                                          help="new tokens per answer",
+                                                          show_default="the profile's, the length the study scored"),
              compare_unsteered: bool = typer.Option(False, "--unsteered", help="also print the unsteered answer")):
-    """Generate with a steering profile applied (and optionally without, side by side)."""
+    """Generate with a steering profile applied (and optionally without, side by side).
+
+    \b
+    Example:
+      steeropt generate --profile profiles/ocean --family advice --unsteered \\
+          "How do I sleep better?"
+    """
     from steeropt.engine.models import load_model
     from steeropt.report.profiles import generate as gen, load_profile, routes
 
@@ -192,7 +214,12 @@ def plan(study: str = typer.Argument(..., help="study name or file"),
          pilot: bool = typer.Option(False, help="measure the spread with a short pilot on the model instead"),
          as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
     """Before running: the interval widths the budget buys per decision, and a warning where it cannot separate
-    differences of --effect (spread from earlier trials or a pilot)."""
+    differences of --effect (spread from earlier trials or a pilot).
+
+    \b
+    Example:
+      steeropt plan studies/quickstart.yaml --pilot
+    """
     import json
 
     from rich.table import Table

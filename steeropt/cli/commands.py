@@ -12,56 +12,10 @@ from typing import Optional
 
 import typer
 
-from steeropt.cli._app import app, console, out
+from steeropt.cli._app import app, console, out, quiet_optuna
+from steeropt.cli.tables import SEPARATORS, elide, fit_table, print_front, print_status  # noqa: F401
 from steeropt.errors import SteeroptError
-
-SEPARATORS = "/ :,"  # where an elided value is preferably cut (path, URL and word boundaries)
-
-
-def elide(text: str, width: int) -> str:
-    """`text` shortened to `width` by dropping its middle ("sqlite:////home/…/steeropt.db"), cut at separators
-    when that keeps most of it."""
-    text = str(text)
-    if len(text) <= width:
-        return text
-    if width < 5:
-        return text[:width]
-    head, tail = width // 2, (width - 1) // 2  # one character for the "…"
-    h = text[:head]
-    cut = max(h.rfind(s) for s in SEPARATORS)
-    if cut >= 0.6 * head:
-        h = h[:cut + 1]
-    t = text[len(text) - tail:]
-    cut = min([i for i in (t.find(s) for s in SEPARATORS) if i >= 0], default=-1)
-    if 0 <= cut <= 0.4 * tail:
-        t = t[cut:]
-    return f"{h}…{t}"
-
-
-def fit_table(headers: list[str], rows: list[list[str]], *, width: int | None = None, title: str | None = None,
-              wrap: tuple[int, ...] = ()):
-    """A rich Table that fits `width` (default: the terminal). Cells never wrap mid-word: the widest columns
-    are elided in the middle until it fits; columns in `wrap` (free text) wrap at spaces instead."""
-    from rich.table import Table
-
-    width = width or out.width
-    lens = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    free = [i for i in range(len(headers)) if i not in wrap]
-    overhead = 3 * len(headers) + 1  # borders and padding
-    budget = width - overhead - sum(min(lens[i], 24) for i in wrap)
-    while sum(lens[i] for i in free) > budget and max((lens[i] for i in free), default=0) > 6:
-        widest = max(free, key=lambda i: lens[i])
-        lens[widest] -= 1
-    table = Table(title=elide(title, width) if title else None, title_justify="left")
-    for i, h in enumerate(headers):
-        if i in wrap:
-            table.add_column(h, overflow="ellipsis", ratio=1)  # wraps at spaces; a too-long word ends in …
-        else:
-            table.add_column(elide(h, lens[i]), no_wrap=True, min_width=min(lens[i], len(h)))
-    for r in rows:
-        table.add_row(*[str(c) if i in wrap else elide(c, lens[i]) for i, c in enumerate(r)])
-    return table
-
+from steeropt.redact import redact
 
 def _num(x, fmt: str = ".2f") -> str:
     return "—" if x is None or x != x else format(x, fmt)
@@ -166,12 +120,18 @@ def sweep(
     controller: str = typer.Option("add", help="add | clamp | affine | ablate"),
     model: str = typer.Option("smollm2-135m-instruct", help="embedded name, .gguf file or HF model directory"),
     prompts: int = typer.Option(8, min=1, help="prompts per strength (at most the concept's prompts)"),
-    max_new_tokens: int = typer.Option(40, min=1),
+    max_new_tokens: int = typer.Option(40, min=1, help="new tokens per answer"),
     show: str = typer.Option("first", help="texts to print: first (the first prompt's) | all | none"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write every text with its metrics (.jsonl or .csv)"),
-    seed: int = 0,
+    seed: int = typer.Option(0, help="seed for the prompt order and sampling"),
 ):
-    """A 1-D strength sweep: per α the keyword rate, rep-3, distinct-1, fluency and broken samples, and texts."""
+    """A quick 1-D strength sweep of a concept: per α the keyword rate, rep-3, distinct-1, fluency, broken
+    samples, and the texts. Use it to see where the concept starts and where the text breaks.
+
+    \b
+    Example:
+      steeropt sweep --concept ocean --layer 10 --alphas 0,0.2,0.4,0.6
+    """
     from steeropt.specs.concepts import load_concept
 
     if show not in ("first", "all", "none"):
@@ -233,6 +193,7 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
     from steeropt.runner.study import Study
 
     study = Study.from_spec(spec, track=track)
+    quiet_optuna()
     tty = console.is_terminal
     if tty:
         with console.status(f"setting up study '{study.spec.name}' (model, vectors, judge, storage)"):
@@ -271,43 +232,30 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
         status = "FINISHED"
     finally:
         study.close(status)
-    _print_front(study.spec.name, df, study.stack.objectives, study.progress.hypervolume)
+    print_front(study.spec.name, df, study.stack.objectives, study.progress.hypervolume, labels=study.space.labels())
     if study.tracker is not None:  # a link that opens on the runs table (MLflow 3.17 reads ?workflowType=)
         from steeropt.runner.tracking import ui_url
 
-        link, serve = ui_url(study.tracker.tracking_uri or "sqlite:///mlflow.db", study.tracker.experiment_id)
+        link, serve = ui_url(redact(study.tracker.tracking_uri or "sqlite:///mlflow.db"), study.tracker.experiment_id)
         out.print(f"MLflow runs: {link}" + (f"  (start the UI with: {serve})" if serve else ""), highlight=False)
     out.print(f"artifacts: {study.runs_dir}/ (trials.csv, front.csv/png/html, dose_fits.png, summary.json"
               + (", reevaluation.csv" if study.spec.budget.reevaluation else "") + ", timing.json); "
-              f"MLflow: mlflow ui --backend-store-uri {study.spec.tracking_uri or 'sqlite:///mlflow.db'}",
+              f"MLflow: mlflow ui --backend-store-uri {redact(study.spec.tracking_uri or 'sqlite:///mlflow.db')}",
               highlight=False)
-
-
-def _print_front(name: str, df, objectives, hv: float | None = None) -> None:
-    from steeropt.report.analysis import pareto_front
-
-    front = pareto_front(df, objectives) if not df.empty else df
-    pcols = [c for c in df.columns if c.startswith("params.")]
-    rows = []
-    for _, r in front.iterrows():
-        cells = [str(r["number"]), *[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in pcols]]
-        for n, _ in objectives:
-            lo, hi = r.get(f"{n}.ci_low"), r.get(f"{n}.ci_high")
-            cells.append(f"{r[n]:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo == lo else ""))
-        rows.append(cells)
-    title = (f"Pareto front of '{name}': {len(front)} of {len(df)} trials"
-             + (f", hypervolume {hv:.3f}" if hv is not None else ""))
-    if not rows:
-        out.print(f"{title} (no complete feasible trial yet)", highlight=False)
-        return
-    out.print(fit_table(["trial", *[c[7:] for c in pcols], *[n for n, _ in objectives]], rows, title=title))
 
 
 @app.command()
 def run(spec: str = typer.Argument(..., help="study name or studies/<name>.yaml"),
         trials: Optional[int] = typer.Option(None, help="at most this many new trials from this process"),
         track: bool = typer.Option(True, help="log to MLflow")):
-    """Run (or resume) a tuning study until its trial budget is spent."""
+    """Run (or resume) a tuning study until its trial budget is spent, then re-evaluate the promising
+    settings on fresh prompts and write the fits, plots and front to runs/<study>/.
+
+    \b
+    Example:
+      steeropt run studies/quickstart.yaml
+      steeropt run ocean --trials 4      # at most 4 more trials now
+    """
     _run_study(spec, trials, worker=False, track=track)
 
 
@@ -315,7 +263,13 @@ def run(spec: str = typer.Argument(..., help="study name or studies/<name>.yaml"
 def worker(spec: str = typer.Argument(..., help="the same study spec the other workers use"),
            trials: Optional[int] = typer.Option(None, help="at most this many trials from this worker"),
            track: bool = typer.Option(True, help="log to MLflow")):
-    """Join a study on shared storage (e.g. PostgreSQL); several workers may run at once."""
+    """Join a study on shared storage (e.g. PostgreSQL); several workers may run at once.
+
+    \b
+    Example:
+      steeropt run studies/big.yaml --trials 0    # create the study once
+      steeropt --threads 1 worker studies/big.yaml
+    """
     _run_study(spec, trials, worker=True, track=track)
 
 
@@ -323,19 +277,34 @@ def worker(spec: str = typer.Argument(..., help="the same study spec the other w
 
 @app.command()
 def status(spec: str = typer.Argument(..., help="study name or file")):
-    """Trials by state and the current front, read from the study storage (no model is loaded)."""
+    """What a study has done so far, read from its storage (no model is loaded): the constraints, trials by
+    state, how many were infeasible and why, whether the re-evaluation ran, the front with its hypervolume,
+    and the next command.
+
+    \b
+    Example:
+      steeropt status studies/quickstart.yaml
+    """
     import optuna
 
+    from steeropt.runner.checks import check_storage, register_secrets, sqlite_path
     from steeropt.runner.ledger import count
-    from steeropt.runner.parts import redact
     from steeropt.specs import build
 
     st = build("study", spec)
+    register_secrets(st)
+    check_storage(st.storage, write=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    missing = SteeroptError(f"no study '{st.name}' in {redact(st.storage)} yet: start it with 'steeropt run {spec}'")
+    if st.storage.startswith("sqlite:") and not (sqlite_path(st.storage) or Path("-")).exists():
+        raise missing  # nothing to read, and nothing to create
     try:
         study = optuna.load_study(study_name=st.name, storage=st.storage)
     except KeyError:
-        raise SteeroptError(f"no study '{st.name}' in {redact(st.storage)} yet: start it with 'steeropt run {spec}'")
+        raise missing from None
+    except Exception as exc:  # noqa: BLE001  (a database that is not a study storage, a broken schema)
+        raise SteeroptError(f"storage {redact(st.storage)} cannot be read as an Optuna study storage: "
+                            f"{type(exc).__name__}: {redact(str(exc).splitlines()[0] if str(exc) else '')[:200]}") from None
     trials = study.get_trials(deepcopy=False)
     counts: dict = {}
     for t in trials:
@@ -349,38 +318,28 @@ def status(spec: str = typer.Argument(..., help="study name or file")):
     out.print(f"  budget   {st.budget.trials} trials: finished {c.done}, running {c.running}"
               + (f"; {c.requeued} stale trial(s) re-queued, not counted" if c.requeued else ""), highlight=False)
     out.print(f"  trials   {states}", highlight=False)
-    _status_front(st, study)
-
-
-def _status_front(st, optuna_study) -> None:
-    """The front from the stored trial values (runner.study.trials_frame), hypervolume as the runner computes it."""
-    from optuna.trial import TrialState
-
-    from steeropt.report.analysis import hypervolume_by_trial
-    from steeropt.report.pareto import objective_reference, unit_scores
-    from steeropt.runner.study import trials_frame
-
-    objective = st.part("objective")
-    objectives = objective.directions
-    df = trials_frame(optuna_study, objectives)
-    done = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    hv = None
-    if done:
-        ref = objective_reference(objectives, unit=unit_scores(objective), points=[t.values for t in done])
-        curve = hypervolume_by_trial(df, objectives, ref)
-        hv = curve[-1][1] if curve else None
-    _print_front(st.name, df, objectives, hv)
+    print_status(st, study, spec, c.done)
 
 
 @app.command()
 def validate(spec: str = typer.Argument(..., help="study name or file")):
-    """Check a study spec and everything it refers to, without loading model weights; lists the held-out prompts."""
+    """Check a study spec and everything it refers to (files, layers, heads, bounds, rubrics) without loading
+    model weights; lists the held-out prompts.
+
+    \b
+    Example:
+      steeropt validate ocean
+    """
     from steeropt.specs import validate_study
 
     from rich.table import Table
     from rich.text import Text
 
     parts = validate_study(spec)
+    from steeropt.runner.checks import check_storage, register_secrets
+
+    register_secrets(parts[0].value)
+    check_storage(parts[0].value.storage, write=False)  # the storage opens (nothing is created)
     study_file = parts[0].source
     w = out.width
     kw, nw = 14, min(24, max(len(p.name) for p in parts))
@@ -404,7 +363,12 @@ def validate(spec: str = typer.Argument(..., help="study name or file")):
 
 @app.command("list")
 def list_(kind: str = typer.Argument("study", help="study | search_space | objective | judge | concept")):
-    """Specs found in the search paths (./<folder> first, then built-in presets)."""
+    """Specs found in the search paths (./<folder> first, then built-in presets).
+
+    \b
+    Example:
+      steeropt list concept
+    """
     if kind == "concept":
         from steeropt.specs.concepts import concept_files, load_concept
 

@@ -1,5 +1,5 @@
-"""`steeropt judge check|calibrate|export`: how well an objective's scores agree with hand labels (issue 11), from a
-JSONL label file or from the HUMAN feedback on a study's MLflow traces (`--from-mlflow EXPERIMENT`, issue 16)."""
+"""`steeropt judge check|calibrate|export`: how well an objective's scores agree with hand labels, from a JSONL
+label file or from the HUMAN feedback on a study's MLflow traces (`--from-mlflow EXPERIMENT`)."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from steeropt.cli._app import app, console, out
+from steeropt.cli._app import app, console, out, sub_app
 from steeropt.errors import SteeroptError
 
-judge_app = typer.Typer(no_args_is_help=True, help="Check and calibrate an objective's scores against labels.")
+judge_app = sub_app("Check and calibrate an objective's scores against labels.")
 app.add_typer(judge_app, name="judge")
 
 # `--judge NAME` alone: every axis from that judge, yes/no rubrics when it has them, behind the cheap gates.
@@ -55,7 +55,9 @@ def _setup(objective, judge, model):
         j = None
         if jspec is not None:
             same = jspec.backend == "local" and jspec.model == model
-            j = make_judge(jspec, lm=lm if same else None, cache=None)
+            # the judge's own cache (its spec's `cache` file in the working directory): a second check or a
+            # calibration of the same items asks the judge nothing again
+            j = make_judge(jspec, lm=lm if same else None)
     return spec, lm, j
 
 
@@ -100,7 +102,13 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ):
     """Score every labelled item as a study would (cheap tier, gates, judge); Spearman per axis with a
-    bootstrap 95% interval, and each gate's precision/recall for broken text (coherency label 0)."""
+    bootstrap 95% interval, and each gate's precision/recall for broken text (coherency label 0).
+
+    \b
+    Example:
+      steeropt judge check labels/test.jsonl --objective quickstart
+      steeropt judge check --from-mlflow quickstart
+    """
     from steeropt.evaluation.validation import check_report, score_items
 
     items, source = _load_labels(labels, from_mlflow, tracking_uri)
@@ -121,6 +129,9 @@ def check(
         f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
         out.print(f"  gate {name:22s} precision {f(g['precision'])} recall {f(g['recall'])} "
                   f"(fired {g['fired']}, broken {g['broken']}, n {g['n']})")
+        for c, pc in g.get("per_concept", {}).items():
+            out.print(f"    {c:24s} precision {f(pc['precision'])} recall {f(pc['recall'])} "
+                      f"(fired {pc['fired']}, broken {pc['broken']}, n {pc['n']})")
 
 
 @judge_app.command("calibrate")
@@ -135,15 +146,20 @@ def calibrate(
     model: str = typer.Option("smollm2-135m-instruct"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Fit a monotone map per axis (raw score + cheap metrics -> labels); report agreement only out of fold."""
+    """Fit a monotone map per axis (raw score + cheap metrics -> labels); report agreement only out of fold.
+
+    \b
+    Example:
+      steeropt judge calibrate labels.jsonl --out mine.calibration.yaml
+    """
     from steeropt.evaluation import calibration
-    from steeropt.evaluation.validation import baseline_for, read_labels, score_items
+    from steeropt.evaluation.validation import baseline_for, needs_baseline, read_labels, score_items
 
     items, labels = _load_labels(labels, from_mlflow, tracking_uri)
     test_items = read_labels(test) if test else None
     spec, lm, j = _setup(objective, judge, model)
     with console.status(f"scoring {len(items) + len(test_items or [])} items"):
-        base = baseline_for(lm, items + (test_items or []))
+        base = baseline_for(lm, items + (test_items or [])) if needs_baseline(spec, lm, j) else None
         recs = score_items(lm, spec, items, j, baseline=base, judge_all=True)
         trecs = score_items(lm, spec, test_items, j, baseline=base, judge_all=True) if test_items else None
     cals, report = calibration.calibrate(spec, items, recs, test_items, trecs)
@@ -166,7 +182,13 @@ def export(
     out_file: str = typer.Option(..., "--out", help="write the labels here (JSONL, the format `judge check` reads)"),
     tracking_uri: Optional[str] = _TRACKING_URI,
 ):
-    """Write the HUMAN feedback on an experiment's sample traces as a JSONL label file (one labelled sample a line)."""
+    """Write the HUMAN feedback on an experiment's sample traces as a JSONL label file (one labelled sample a
+    line).
+
+    \b
+    Example:
+      steeropt judge export --from-mlflow quickstart --out labels/quickstart.jsonl
+    """
     from collections import Counter
 
     from steeropt.evaluation.mlflow_labels import read_mlflow_labels, write_labels_jsonl

@@ -6,10 +6,10 @@ from typing import Optional
 
 import typer
 
-from steeropt.cli._app import app, out
+from steeropt.cli._app import app, out, sub_app
 from steeropt.errors import SteeroptError
 
-new_app = typer.Typer(no_args_is_help=True, help="Write a documented concept file, or a study of a concept.")
+new_app = sub_app("Write a documented concept file, or a study of a concept.")
 app.add_typer(new_app, name="new")
 
 
@@ -22,7 +22,12 @@ def _ref(path: Path, name: str, folder: Path) -> str:
 def concept(name: str = typer.Argument(..., help="concept name, e.g. ocean (becomes concepts/<name>.yaml)"),
             folder: Path = typer.Option(Path("."), "--dir", help="project folder (concepts/ is created in it)"),
             force: bool = typer.Option(False, help="overwrite an existing concept file")):
-    """Write concepts/NAME.yaml: every field commented, TODO placeholders to replace."""
+    """Write concepts/NAME.yaml: every field commented, TODO placeholders to replace.
+
+    \b
+    Example:
+      steeropt new concept ocean
+    """
     from steeropt.specs.scaffold import PAIRS, write_concept
 
     path = write_concept(name, folder, force=force)
@@ -67,12 +72,17 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
           trials: int = typer.Option(24, min=1, help="trial budget"),
           batch_size: int = typer.Option(4, min=1, help="candidates generated together"),
           prompts_per_trial: int = typer.Option(9, min=1, help="selection prompts each candidate is scored on"),
-          max_new_tokens: int = typer.Option(40, min=1),
+          max_new_tokens: int = typer.Option(40, min=1, help="new tokens per answer in each trial"),
           storage: str = typer.Option("sqlite:///steeropt.db", help="Optuna storage URL"),
           tracking_uri: str = typer.Option("sqlite:///mlflow.db", help="MLflow tracking URI"),
           folder: Path = typer.Option(Path("."), "--dir", help="project folder (studies/, search_spaces/ in it)"),
           force: bool = typer.Option(False, help="overwrite an existing study / search space of this name")):
-    """Write studies/NAME.yaml (+ search_spaces/NAME.yaml, prompt families) for a concept; it runs as is."""
+    """Write studies/NAME.yaml (+ search_spaces/NAME.yaml, prompt families) for a concept; it runs as is.
+
+    \b
+    Example:
+      steeropt new study ocean --concept ocean --from-sweep
+    """
     from steeropt.specs import validate_study
     from steeropt.specs.concepts import concept_path, load_concept
     from steeropt.specs.scaffold import SWEEP_ALPHAS, SWEEP_TOKENS, StudyPlan, check_name, write_study
@@ -112,7 +122,7 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
         plan.layer = prop.layer if layer is None else layer
         if alpha is None:
             plan.alpha = (prop.low, prop.high)
-        plan.notes = ["--from-sweep (keyword rate vs broken samples per α; README 'How to read a sweep'):",
+        plan.notes = ["--from-sweep (keyword rate vs broken samples per α; docs/concepts.md, 'How to read a sweep'):",
                       *[describe(s) for s in sweeps], prop.reasons[-1]]
     files = write_study(plan, root, force=force)
     for f in files:

@@ -16,7 +16,12 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
                                                  "profiles/<study> if it exists, else what `steeropt pick` chooses)"),
            runs_dir: str = typer.Option("runs", help="where the study's samples files are (runs/<study>/)")):
     """Tag the samples to label next (near the front, near the chosen α, where the scorers disagree) as MLflow
-    traces, and say where and how to label them. Reads the study storage and samples; loads no model."""
+    traces, and say where and how to label them. Reads the study storage and samples; loads no model.
+
+    \b
+    Example:
+      steeropt review studies/quickstart.yaml --n 30
+    """
     from pathlib import Path
 
     import optuna

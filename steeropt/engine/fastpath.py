@@ -92,8 +92,9 @@ class FusedMLP(torch.nn.Module):
 
 
 def _fused_attention_forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
-    """LlamaAttention.forward (transformers 5.x) with q, k, v from one packed matmul, and attention over the filled
-    part of a static KV cache only (its tail is masked anyway: ~8% of a decode step)."""
+    """LlamaAttention.forward / Qwen2Attention.forward (transformers 5.x) with q, k, v (and their biases) from one
+    packed matmul, and attention over the filled part of a static KV cache only (its tail is masked anyway: ~8% of a
+    decode step). Grouped-query attention: k and v have fewer heads than q, the attention kernels expand them."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     shape = hidden_states.shape[:-1]
@@ -128,10 +129,14 @@ def _decode_attention(q, k, v, mask, scaling: float) -> torch.Tensor:
 
 
 def _fusable_attention(m: torch.nn.Module) -> bool:
-    """Only transformers 5.x's LlamaAttention: the forward above is a copy of it. Others get packed q/k/v."""
+    """transformers 5.x's LlamaAttention and Qwen2Attention without a sliding window (Qwen2.5 uses none): the forward
+    above is a copy of theirs. Others get packed q/k/v."""
     import inspect
 
-    return type(m).__name__ == "LlamaAttention" and "cache" in inspect.signature(type(m).forward).parameters
+    name = type(m).__name__
+    if name not in ("LlamaAttention", "Qwen2Attention") or "cache" not in inspect.signature(type(m).forward).parameters:
+        return False
+    return getattr(m, "sliding_window", None) is None
 
 
 def _fusable_mlp(m: torch.nn.Module) -> bool:

@@ -19,6 +19,9 @@ from steeropt.types import InterventionPlan, Sample
 from steeropt.engine.vectors import VectorSet
 
 
+DEFAULT_FAMILY = "default"  # the family of a prompt given as a plain string
+
+
 @dataclass(frozen=True)
 class Decoding:
     max_new_tokens: int = 48  # enough to see fluency and topic, short enough for many candidates
@@ -66,10 +69,12 @@ class Generator:
                        + 8 * (prompt_len + steps) * cfg.hidden_size)  # activations in flight
         return max(1, min(self.max_batch, int(self.memory_cap_gb * 2**30 // per_row)))
 
-    def run(self, prompts: Sequence[tuple[str, str]], plans: Sequence[InterventionPlan],
+    def run(self, prompts: Sequence[tuple[str, str] | str], plans: Sequence[InterventionPlan],
             decoding: Decoding = Decoding(), seed: int = 0, progress=None) -> list[Sample]:
-        """prompts: (family, prompt text) pairs. Returns plan-major samples: plan 0 × every prompt, plan 1 ...
-        Plans with different per-candidate decoding overrides go to separate generate calls."""
+        """prompts: (family, prompt text) pairs, or plain prompt strings (family "default"). Returns plan-major
+        samples: plan 0 × every prompt, plan 1 ... Each sample's `alpha` is its plan's strength. Plans with
+        different per-candidate decoding overrides go to separate generate calls."""
+        prompts = [(DEFAULT_FAMILY, p) if isinstance(p, str) else tuple(p) for p in prompts]
         with phase("generation"):
             return self._run(prompts, plans, decoding, seed, progress)
 
@@ -80,17 +85,20 @@ class Generator:
         validate_plans(self.lm, self.vectors, plans)
         rows = [(p, j) for p in range(len(plans)) for j in range(len(prompts))]
         out: dict[tuple[int, int], Sample] = {}
-        by_decoding: dict[Decoding, list[tuple[int, int]]] = {}
+        # rows of one generate call share their decoding and their instruction (the prompted arm's rows render
+        # another user turn)
+        by_decoding: dict[tuple, list[tuple[int, int]]] = {}
         for row in rows:
-            dec = replace(decoding, **plans[row[0]].decoding) if plans[row[0]].decoding else decoding
-            by_decoding.setdefault(dec, []).append(row)
+            plan = plans[row[0]]
+            dec = replace(decoding, **plan.decoding) if plan.decoding else decoding
+            by_decoding.setdefault((dec, plan.instruction), []).append(row)
         chunk_no = 0
-        for dec, dec_rows in by_decoding.items():
-            width = max(len(self.lm.tokenizer(self.lm.render(prompts[j][1]))["input_ids"]) for _, j in dec_rows)
+        for (dec, instruction), dec_rows in by_decoding.items():
+            width = max(len(self.lm.tokenizer(self.lm.render(prompts[j][1], instruction))["input_ids"]) for _, j in dec_rows)
             size = self.rows_per_call(width, dec)
             for start in range(0, len(dec_rows), size):
                 chunk = dec_rows[start:start + size]
-                for sample in self._generate(chunk, prompts, plans, dec, seed + chunk_no):
+                for sample in self._generate(chunk, prompts, plans, dec, seed + chunk_no, instruction):
                     out[(sample.candidate, sample.meta.pop("prompt_index"))] = sample
                 chunk_no += 1
                 if progress is not None:
@@ -98,9 +106,9 @@ class Generator:
         return [out[row] for row in rows]
 
     @torch.no_grad()
-    def _generate(self, rows, prompts, plans, decoding: Decoding, seed: int) -> Iterable[Sample]:
+    def _generate(self, rows, prompts, plans, decoding: Decoding, seed: int, instruction: str | None = None) -> Iterable[Sample]:
         tok = self.lm.tokenizer
-        ids = [tok(self.lm.render(prompts[j][1]), add_special_tokens=False)["input_ids"] for _, j in rows]
+        ids = [tok(self.lm.render(prompts[j][1], instruction), add_special_tokens=False)["input_ids"] for _, j in rows]
         kinds = sorted({p for p, _ in rows})
         # the chat template's system turn opens every row: on the fast path its KV is computed once per plan
         shared = fastpath.shared_prefix(ids) if self.fast and len(rows) > len(kinds) else 0
@@ -131,7 +139,8 @@ class Generator:
             n = len(out) if stop is None else stop + 1
             yield Sample(prompt=prompts[j][1], family=prompts[j][0], prompt_ids=ids[r], token_ids=out[:n],
                          text=tok.decode(out[:n], skip_special_tokens=True), logprobs=logprobs[r, :n].tolist(),
-                         finished=stop is not None, candidate=p, seed=seed, meta={"prompt_index": j})
+                         finished=stop is not None, candidate=p, seed=seed, meta={"prompt_index": j},
+                         alpha=plan_alpha(plans[p]), instruction=instruction)
 
     def _prefix_cache(self, prefix, rows, kinds, plans, width: int, max_len: int):
         """A static KV cache holding the shared prefix for every row. Computed once per distinct plan, with that
@@ -148,6 +157,12 @@ class Generator:
         for i, layer in enumerate(past.layers):
             cache.update(layer.keys[pick], layer.values[pick], i, at)
         return cache
+
+
+def plan_alpha(plan: InterventionPlan) -> float | tuple[float, ...] | None:
+    """A plan's strength as a sample reports it: one site -> a float, several -> a tuple, none -> None."""
+    alphas = tuple(float(a) for a in plan.alphas)
+    return None if not alphas else alphas[0] if len(alphas) == 1 else alphas
 
 
 def _layout(ids: list[list[int]], shared: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:

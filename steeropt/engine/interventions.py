@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 import torch
 
 from steeropt.errors import InterventionError
-from steeropt.engine.models import LoadedModel
+from steeropt.engine.models import LoadedModel, as_loaded
 from steeropt.types import CONTROLLERS, POSITIONS, InterventionPlan, Site
-from steeropt.engine.vectors import VectorSet
+from steeropt.engine.vectors import SteeringVector, VectorSet
 
 
 @dataclass
@@ -200,6 +200,42 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
     handles = install_hooks(lm, ops_by_point, _Positions(prompt_len, pad_mask=pad_mask), n_rows=n_rows)
     try:
         yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def apply_vector(model, vec: SteeringVector, alpha: float | None = None, *, coefficient: float | None = None,
+                 controller: str = "add", layer: int | None = None, tokenizer=None):
+    """Steer every row and position of `model` with one vector inside the block (the steering-vectors /
+    repeng way: plain `model.generate(...)` calls, any batch size). Give exactly one strength:
+
+    alpha: normalised units, x + α·m·v̂ for add (m = `vec.mean_norm`, see the module docstring);
+    coefficient: a raw coefficient on the vector as given, x + c·v for add (clamp: the target projection
+        in raw units); at the vector's own layer α = `vec.alpha_from_raw(c)`.
+
+    Example:
+        >>> with apply_vector(lm, vec, alpha=0.3):
+        ...     out = lm.model.generate(**ids, max_new_tokens=32)
+    """
+    lm = as_loaded(model, tokenizer)
+    if (alpha is None) == (coefficient is None):
+        raise InterventionError("give exactly one of alpha (normalised units) or coefficient (raw)")
+    if controller not in ("add", "clamp", "ablate"):
+        raise InterventionError(f"apply steers with add, clamp or ablate; got '{controller}' (use steer() for others)")
+    site = Site(vec.layer if layer is None else layer, controller, vec.name)
+    vectors = VectorSet({vec.name: vec})
+    if alpha is None:  # the raw coefficient in units of m at the site's layer (the vector's own m there)
+        m, c = site_norm(lm, vectors, site), float(coefficient)
+        alpha = c * vec.norm / m if controller == "add" else c / m if controller == "clamp" else c
+    plan = InterventionPlan([site], [float(alpha)])
+    validate_plans(lm, vectors, [plan])
+    # one row of strengths broadcasts over any batch: the hook is not tied to a row count
+    op = _build_op(lm, vectors, site, torch.tensor([float(alpha)]), torch.ones(1))
+    handles = install_hooks(lm, {hook_point(site): [op]}, _Positions(None))
+    try:
+        yield lm
     finally:
         for h in handles:
             h.remove()

@@ -87,6 +87,34 @@ class SteeringVector:
         if self.affine is not None and not all(torch.isfinite(t).all() for t in self.affine.values()):
             raise InterventionError(f"vector '{self.name}' has a non-finite affine map")
 
+    def alpha_from_raw(self, coefficient: float, controller: str = "add") -> float:
+        """The normalised α of a raw coefficient: add x + c·v (repeng, steering-vectors) is α = c·|v|/m;
+        clamp's raw target projection c is α = c/m; ablate has no raw unit (α = c)."""
+        if controller == "add":
+            return float(coefficient) * self.norm / self.mean_norm
+        return float(coefficient) / self.mean_norm if controller == "clamp" else float(coefficient)
+
+    def raw_from_alpha(self, alpha: float, controller: str = "add") -> float:
+        """The raw coefficient of a normalised α (the inverse of `alpha_from_raw`)."""
+        if controller == "add":
+            return float(alpha) * self.mean_norm / self.norm
+        return float(alpha) * self.mean_norm if controller == "clamp" else float(alpha)
+
+    def apply(self, model, alpha: float | None = None, *, coefficient: float | None = None,
+              controller: str = "add", layer: int | None = None, tokenizer=None):
+        """A context manager that steers `model` (a LoadedModel or a transformers model) with this vector:
+
+            with vec.apply(lm, alpha=0.3):            # normalised units
+                out = lm.model.generate(**ids, max_new_tokens=40)
+            with vec.apply(lm, coefficient=4.0):      # raw: x + 4.0 * v, as in repeng / steering-vectors
+
+        `alpha = coefficient * vec.norm / vec.mean_norm`. See `interventions.apply_vector`."""
+        # interventions builds on this module (VectorSet), so it is imported here, not at the top
+        from steeropt.engine.interventions import apply_vector
+
+        return apply_vector(model, self, alpha, coefficient=coefficient, controller=controller, layer=layer,
+                            tokenizer=tokenizer)
+
     def describe(self) -> dict:
         return {"name": self.name, "layer": self.layer, "site": self.site, "method": self.method,
                 "norm": self.norm, "mean_norm": self.mean_norm, "model_name": self.model_name,

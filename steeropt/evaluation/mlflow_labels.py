@@ -82,7 +82,7 @@ def read_mlflow_labels(experiment: str, tracking_uri: str | None = None) -> list
             extra={"trace_id": info.trace_id, "study": tags.get(STUDY_TAG), "trial": int(tags[TRIAL_TAG]),
                    "sample": int(tags[SAMPLE_TAG]), "family": tags.get("steeropt.family"),
                    "alpha": tags.get("steeropt.alpha"), "controller": tags.get("steeropt.controller"),
-                   "finished": tags.get("steeropt.finished") == "true", "labelled_by": who, "source": "mlflow"}))
+                   "finished": tags.get("steeropt.ended") == "eos" or tags.get("steeropt.finished") == "true", "labelled_by": who, "source": "mlflow"}))
     if not items:
         raise LabelError(f"{client.tracking_uri} experiment '{experiment}': no trace has HUMAN feedback named "
                          f"{', '.join(LABELS)} yet (label some after `steeropt review`)")

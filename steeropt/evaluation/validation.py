@@ -144,6 +144,14 @@ def baseline_for(lm, items: list[LabelItem], decoding=None):
     return Generator(lm).run([("baseline", p) for p in prompts], [InterventionPlan([], [])], decoding or Decoding(), seed=0)
 
 
+def needs_baseline(spec, lm, judge=None) -> bool:
+    """Whether scoring with `spec` reads a teacher-forced metric, whose reference is the model's own answers (else
+    they are not generated: on a 1.5B model that is minutes)."""
+    from steeropt.evaluation.objectives import ObjectiveStack
+
+    return ObjectiveStack(spec, lm, judge).tier1.teacher_forced
+
+
 def score_items(lm, spec, items: list[LabelItem], judge=None, *, baseline=None, judge_all: bool = False) -> list[dict]:
     """One ObjectiveStack record per item, in order (one stack per concept: keywords and judge text differ).
 
@@ -154,13 +162,16 @@ def score_items(lm, spec, items: list[LabelItem], judge=None, *, baseline=None, 
 
     if judge_all and spec.gates:
         spec = spec.model_copy(update={"audit": spec.audit.model_copy(update={"share": 1.0})})
-    baseline = baseline_for(lm, items) if baseline is None else baseline
     samples = item_samples(lm, items)
     recs: list[dict | None] = [None] * len(items)
+    stacks = {}
     for name in sorted({it.concept for it in items}):
         idx = [i for i, it in enumerate(items) if it.concept == name]
         desc = next((items[i].concept_description for i in idx if items[i].concept_description), "")
-        stack = ObjectiveStack(spec, lm, judge, concept_info(name, desc))
+        stacks[name] = (idx, ObjectiveStack(spec, lm, judge, concept_info(name, desc)))
+    if baseline is None and any(st.tier1.teacher_forced for _, st in stacks.values()):
+        baseline = baseline_for(lm, items)
+    for name, (idx, stack) in stacks.items():
         [res] = stack.evaluate([samples[i] for i in idx], [InterventionPlan([], [])], baseline=baseline)
         for i, r in zip(idx, res.samples):
             recs[i] = r
@@ -201,10 +212,18 @@ def _pairs(values: list, items: list[LabelItem], label: str, sign: float = 1.0) 
     return xs, ys
 
 
-def gate_figures(gates, metrics: list[dict], items: list[LabelItem]) -> dict:
-    """Per gate (and all gates together): precision and recall for "broken" (coherency label 0)."""
+def gate_figures(gates, metrics: list[dict], items: list[LabelItem], *, by_concept: bool = False) -> dict:
+    """Per gate (and all gates together): precision and recall for "broken" (coherency label 0).
+    by_concept: each entry also holds "per_concept": the same figures on each concept's items alone."""
     from steeropt.evaluation.objectives.gates import gate_reasons
 
+    if by_concept:
+        out = gate_figures(gates, metrics, items)
+        for c in sorted({it.concept for it in items}):
+            idx = [i for i, it in enumerate(items) if it.concept == c]
+            for name, f in gate_figures(gates, [metrics[i] for i in idx], [items[i] for i in idx]).items():
+                out[name].setdefault("per_concept", {})[c] = f
+        return out
     out = {}
     groups = [(f"{g.metric}{g.op}{g.value:g}", [g]) for g in gates] + ([("any", list(gates))] if len(gates) > 1 else [])
     for name, gs in groups:
@@ -234,7 +253,7 @@ def check_report(spec, items: list[LabelItem], recs: list[dict]) -> dict:
             x, y = _pairs([r["metrics"].get(metric) for r in recs], items, LABEL_OF_AXIS[axis], sign)
             cheap[f"{'-' if sign < 0 else ''}{metric}"] = {"axis": axis, **spearman_ci(x, y)}
     return {"objective": spec.name, "judge": spec.judge, "n_items": len(items), "axes": axes,
-            "gates": gate_figures(spec.gates, [r["metrics"] for r in recs], items), "cheap": cheap,
+            "gates": gate_figures(spec.gates, [r["metrics"] for r in recs], items, by_concept=True), "cheap": cheap,
             "filtered": sum(r["filtered"] for r in recs),
             "missing": sum(bool(r["missing"]) for r in recs),
             "missing_reasons": dict(Counter(x for r in recs for x in r["missing"].values()))}

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from steeropt.errors import SteeroptError
+from steeropt.report.arms import ARMS_KEY, versus_arms
 
 DEFAULT_TAUS = (0.3, 0.4, 0.5, 0.6, 0.7)
 HARD_KEYS = ("model", "concept", "prompts", "decoding", "objective", "judge")
@@ -66,6 +67,7 @@ class StudyData:
     identity: dict
     controllers: list[str]
     frozen: list = field(default_factory=list)  # the complete FrozenTrials (per-prompt scores for pairing)
+    arms: dict = field(default_factory=dict)  # the unsteered and prompted arms the study scored (runner.arms)
 
     @property
     def name(self) -> str:
@@ -129,7 +131,8 @@ def load_study_data(ref: str) -> StudyData:
     return StudyData(str(ref), spec, objective, judge, trials, list(objective.directions),
                      [(c.name, c.op, c.value) for c in objective.constraints],
                      study_identity(spec, objective, judge), controllers,
-                     [t for t in st.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
+                     [t for t in st.get_trials(deepcopy=False) if t.state.name == "COMPLETE"],
+                     st.user_attrs.get(ARMS_KEY) or {})
 
 
 def _describe_diff(key: str, a, b) -> str:
@@ -284,11 +287,14 @@ class Comparison:
     files: list[Path] = field(default_factory=list)
     run_id: str | None = None
     paired: dict | None = None  # report.paired.paired_comparison (None: a study lacks per-prompt scores)
+    prompted: dict = field(default_factory=dict)  # study -> family -> arms, best trial, paired trial − arm
 
     def markdown(self) -> str:
         md = table_markdown(self.table, self.taus)
         if self.paired:
             md += "\n\n" + paired_markdown(self.paired)
+        if self.prompted:
+            md += "\n\n" + prompted_markdown(self.prompted, concept_name(self.studies[0].objectives))
         return md
 
     def to_dict(self) -> dict:
@@ -298,6 +304,7 @@ class Comparison:
             "controllers": {s.name: s.controllers for s in self.studies}, "forced": self.forced,
             "differences": self.differences, "notes": self.notes, "taus": list(self.taus),
             "table": json.loads(self.table.to_json(orient="records")), "paired": self.paired,
+            "prompted": self.prompted,
             "files": [str(f) for f in self.files], "run_id": self.run_id}, default=_plain))
 
 
@@ -352,6 +359,10 @@ def compare(refs, *, force: bool = False, taus=DEFAULT_TAUS, out_dir: str | Path
 
     cmp.paired = paired_comparison(studies, taus=tuple(taus), kl_levels=tuple(kl_levels), reference=ref_pt,
                                    concept_target=concept_target, n_boot=n_boot_paired)
+    maximize = concept_name(objectives)
+    axes = [maximize, *(n for n, _ in objectives if n != maximize), *(c[0] for c in studies[0].constraints)]
+    cmp.prompted = {s.name: versus_arms(s.arms, s.frozen, maximize, s.constraints, list(dict.fromkeys(axes)))
+                    for s in studies if s.arms}
     if cmp.paired is None:
         cmp.notes.append("no paired differences: a study's trials lack per-prompt scores (run before they were "
                          "stored); the bands above are unpaired")
@@ -408,6 +419,30 @@ def paired_markdown(paired: dict) -> str:
             ci = r.get(f"{a}.ci")
             cells.append(_fmt(r[a], 2) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and r[a] is not None else ""))
         lines.append(f"| {r['study']} | {r['kl']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def prompted_markdown(prompted: dict, maximize: str) -> str:
+    """Per study and family: the best feasible trial against the prompted and unsteered arms (paired over the
+    family's trial prompts)."""
+    lines = [f"Steered against the baselines ({maximize}; the best feasible trial per family; paired over its prompts):",
+             "", "| study | family | trial | prompted | unsteered | trial − prompted | trial − unsteered |",
+             "|---|---|---|---|---|---|---|"]
+
+    def arm(row, name):
+        v = (row.get(name) or {}).get(maximize) or {}
+        return _fmt(v.get("value"))
+
+    def diff(row, name):
+        d = (row.get(f"trial_vs_{name}") or {}).get(maximize)
+        if not d:
+            return "—"
+        return f"{d['diff']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]" + (" clear" if d["clear"] else "")
+
+    for study, fams in prompted.items():
+        for fam, row in fams.items():
+            lines.append(f"| {study} | {fam} | {row.get('best_trial') if row.get('best_trial') is not None else 'none feasible'} "
+                         f"| {arm(row, 'prompted')} | {arm(row, 'unsteered')} | {diff(row, 'prompted')} | {diff(row, 'unsteered')} |")
     return "\n".join(lines)
 
 
@@ -516,7 +551,7 @@ def plot_comparison(cmp: Comparison, png: Path, html: Path | None = None, title:
                                       name=f"{s.label} front, HV {row['hypervolume']:.3f}",
                                       text=[_hover(r) for _, r in front.iterrows()], **err))
         figp.update_layout(title=title or "controller comparison", xaxis_title=x, yaxis_title=y)
-        figp.write_html(html, include_plotlyjs="cdn")
+        figp.write_html(html, include_plotlyjs=True)  # embedded: the page must render offline
 
 
 def _hover(row) -> str:

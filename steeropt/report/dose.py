@@ -279,40 +279,60 @@ def choice_interval(curves: dict[str, Curve], *, concept: str, floors: dict[str,
 
 def plot_family_curves(curves_by_family: dict[str, dict[str, Curve]], path, *, xlabel: str, floors: dict,
                        target: float | None = None, spots: dict | None = None, chosen: dict | None = None,
-                       title: str = "") -> None:
-    """One panel per family: each axis's trial points, fitted curve and band; τ lines; sweet spot shaded."""
+                       title: str = "", concept: str = "concept") -> None:
+    """One panel per family: each axis's trial points, fitted curve and band; τ and target lines; the sweet
+    spot shaded (or "sweet spot: empty" written, with the condition that empties it); the chosen α. Draws
+    only: the curves, spots and choices are computed by the callers (fits, `sweet_spot`, pick)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     fams = list(curves_by_family)
-    fig, axes = plt.subplots(1, max(len(fams), 1), figsize=(4.6 * max(len(fams), 1), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(fams), 1), figsize=(4.6 * max(len(fams), 1), 4.4), squeeze=False)
+    names: list[str] = []
     for ax, fam in zip(axes[0], fams):
         for k, (name, c) in enumerate(curves_by_family[fam].items()):
             color = f"C{k}"
+            names += [name] if name not in names else []
             px = [p[0] for p in c.points]
             ax.scatter(px, [p[1] for p in c.points], s=[8 + 2 * p[2] for p in c.points], color=color, alpha=0.45)
-            ax.plot(c.x, c.y, color=color, label=name)
+            ax.plot(c.x, c.y, color=color)
             ax.fill_between(c.x, c.lo, c.hi, color=color, alpha=0.15, lw=0)
         for tau in sorted(set(floors.values())):
-            ax.axhline(tau, color="grey", lw=0.6, ls=":")
+            ax.axhline(tau, color="firebrick", lw=0.8, ls=":")
         if target is not None:
-            ax.axhline(target, color="C0", lw=0.6, ls="--")
+            ax.axhline(target, color="C0", lw=0.8, ls="--")
         spot = (spots or {}).get(fam) or {}
         if spot.get("interval"):
-            ax.axvspan(*spot["interval"], color="green", alpha=0.12, lw=0, label="sweet spot")
+            ax.axvspan(*spot["interval"], color="green", alpha=0.12, lw=0)
+        elif spot:
+            ax.text(0.5, 0.96, "sweet spot: empty", transform=ax.transAxes, ha="center", va="top", fontsize=8,
+                    color="firebrick", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
         if (chosen or {}).get(fam) is not None:
-            ax.axvline(chosen[fam], color="k", lw=1.0, ls="-.", label="chosen")
+            ax.axvline(chosen[fam], color="k", lw=1.0, ls="-.")
+            ax.annotate(f"chosen α {chosen[fam]:.3g}", (chosen[fam], 0.02), xycoords=("data", "axes fraction"),
+                        fontsize=7, rotation=90, ha="right", va="bottom")
         ax.set_title(fam, fontsize=10)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("score (fit, 95% band; dots = trials, size = samples)")
-    if axes[0][0].get_legend_handles_labels()[0]:  # a family without curves (too few trials) has nothing to label
-        axes[0][0].legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel("score in [0, 1] (curve: fit with 95% band; dots: trials)", fontsize=8)
+    handles = [Line2D([], [], color=f"C{k}", marker="o", ms=4, label=f"{n} = fluency" if n == "coherency" else n)
+               for k, n in enumerate(names)]
+    floor_text = ", ".join(f"{n} ≥ {v:g}" for n, v in floors.items())
+    if floors:
+        handles.append(Line2D([], [], color="firebrick", lw=0.8, ls=":", label=f"τ: {floor_text} (constraints)"))
+    if target is not None:
+        handles.append(Line2D([], [], color="C0", lw=0.8, ls="--", label=f"target: {concept} ≥ {target:g}"))
+    handles.append(Patch(color="green", alpha=0.25, label="sweet spot: target met, constraints kept"))
+    if chosen:
+        handles.append(Line2D([], [], color="k", lw=1.0, ls="-.", label="chosen α"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
     fig.suptitle(title or "dose-response per family")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -349,7 +369,8 @@ def trial_points(trials, family: str | None, *, x_param: str | None) -> list[Dos
 def study_fits(trials, space, families, axes, *, n_boot: int = 200, seed: int = 0) -> tuple[str, dict, dict]:
     """(x label, family -> axis -> Curve, family -> (trial x, trial mean KL)) for a study's complete trials."""
     x_param = strength_param(space)
-    label = f"{x_param} (normalised α)" if x_param else "dose: mean next-token KL vs unsteered (nats)"
+    shown = space.labels().get(x_param, x_param) if x_param else None
+    label = f"{shown}, normalised units" if x_param else "dose: mean next-token KL vs unsteered (nats)"
     pts = {f: trial_points(trials, f, x_param=x_param) for f in families}
     doses = {f: ([p.x for p in ps], [p.values.get("kl", np.nan) if p.values.get("kl") is not None else np.nan
                                      for p in ps]) for f, ps in pts.items()}

@@ -9,7 +9,7 @@ whose prompts differ), and the runner stores each trial's per-prompt scores (use
 So the uncertainty of a *difference* between two controllers comes from one bootstrap over prompts shared by
 both: each draw resamples the prompts (with replacement, within each family, so the family mix stays), recomputes
 every trial's means of both studies on the same draw, and recomputes each figure; the 95% interval of a
-difference is the 2.5-97.5 percentiles of its draws, widened for few prompts (`_expanded`: below 20 prompts a
+difference is the 2.5-97.5 percentiles of its draws, widened for few prompts (`expanded_interval`: below 20 prompts a
 percentile interval under-covers). A difference is *clear* when that interval excludes 0 by more than `margin`
 (0.01: differences finer than that on a [0, 1] score are not a ranking).
 Pairing removes the prompt-to-prompt spread both studies share, which the unpaired bands of compare keep.
@@ -78,7 +78,7 @@ class _Figures:
         good = ok & ~np.isnan(pts).any(axis=1)
         fig = {"hypervolume": float(hypervolume(pts[good], self.reference, [d for _, d in self.objectives]))
                if good.any() else 0.0}
-        for tau in self.taus:  # coherency and every other floor axis (relevance) >= τ, as the issue reads it
+        for tau in self.taus:  # coherency and every other floor axis (relevance) >= τ
             sel = ~np.isnan(m[self.concept])
             for n in {self.coherency, *self.floors}:
                 sel &= np.nan_to_num(m[n], nan=-1.0) >= tau
@@ -114,7 +114,7 @@ class _Figures:
         return fig, fits
 
 
-def _expanded(d: float, lo: float, hi: float, n: int) -> tuple[float, float]:
+def expanded_interval(d: float, lo: float, hi: float, n: int) -> tuple[float, float]:
     """The percentile interval of a difference widened for few prompts (Hesterberg's expanded percentile: the
     factor t(0.975, n−1)/z(0.975)·√(n/(n−1)) below 20 prompts, as the project's mean_ci switches to t there);
     a 9-prompt percentile interval alone covers well under 95%."""
@@ -162,7 +162,7 @@ def paired_comparison(studies, *, taus, kl_levels=(0.1, 0.5, 1.0, 2.0), concept_
                 pairs.append({"a": studies[i].name, "b": studies[j].name, "figure": name, "a_value": a, "b_value": b,
                               "diff": None, "ci": None, "clear": None})
                 continue
-            lo, hi = _expanded(a - b, *np.percentile(diffs, [2.5, 97.5]), P)
+            lo, hi = expanded_interval(a - b, *np.percentile(diffs, [2.5, 97.5]), P)
             pairs.append({"a": studies[i].name, "b": studies[j].name, "figure": name, "a_value": a, "b_value": b,
                           "diff": a - b, "ci": (lo, hi), "clear": bool(lo > margin or hi < -margin)})
     per_study = []

@@ -83,6 +83,9 @@ class FamilyPick:
     held_out_prompts: list = field(default_factory=list)
     held_out: dict = field(default_factory=dict)  # value name -> (value, (lo, hi))
     unsteered_held_out: dict = field(default_factory=dict)
+    arms_held_out: dict = field(default_factory=dict)  # "prompted" (and "prompted_steered") -> like held_out
+    arm_differences: dict = field(default_factory=dict)  # arm -> value name -> paired steered − arm (runner.arms)
+    held_out_texts: list = field(default_factory=list)  # per held-out prompt: the steered, unsteered, prompted texts
     held_out_counts: dict = field(default_factory=dict)
     sites: list = field(default_factory=list)
     source: str = "trials"  # what chose the setting: "fit" | "trials", then "+reevaluation"
@@ -113,13 +116,17 @@ class PickResult:
             row = {"family": f, "status": p.status, "trial": c.trial if c else None,
                    "setting": _fmt_params(c.params) if c else "—", "robust": p.robust if c else None,
                    "selection": f"{c.value:.2f} / coh {c.coherency:.2f}" if c else "—",
-                   "held_out": "—", "unsteered": "—", "sweet_spot": _fmt_spot(p.sweet_spot), "source": p.source}
+                   "held_out": "—", "unsteered": "—", "prompted": "—", "sweet_spot": _fmt_spot(p.sweet_spot),
+                   "source": p.source}
             if p.held_out:
                 v, vc = p.held_out[self.maximize], p.held_out[self.coherency]
                 row["held_out"] = f"{_fmt_ci(*v)} / coh {_fmt_ci(*vc)}"
             if p.unsteered_held_out:
                 v, vc = p.unsteered_held_out[self.maximize], p.unsteered_held_out[self.coherency]
                 row["unsteered"] = f"{_fmt_ci(*v)} / coh {_fmt_ci(*vc)}"
+            if "prompted" in p.arms_held_out:
+                v, vc = p.arms_held_out["prompted"][self.maximize], p.arms_held_out["prompted"][self.coherency]
+                row["prompted"] = f"{_fmt_ci(*v)} / coh {_fmt_ci(*vc)}"
             if p.status != "ok":
                 row["setting"] = ("no deployable setting" + (f" (best: {_fmt_params(c.params)})" if c else "")
                                   + ": " + p.reason)
@@ -143,6 +150,9 @@ class PickResult:
                        "reevaluated": _jsonable(p.reevaluated),
                        "held_out": {k: _vci(*v) for k, v in p.held_out.items() if k in self._shown()},
                        "unsteered_held_out": {k: _vci(*v) for k, v in p.unsteered_held_out.items() if k in self._shown()},
+                       **{f"{arm}_held_out": {k: _vci(*v) for k, v in vals.items() if k in self._shown()}
+                          for arm, vals in p.arms_held_out.items()},
+                       "versus": _jsonable(p.arm_differences), "held_out_texts": p.held_out_texts,
                        "held_out_counts": _jsonable(p.held_out_counts), "verdict": _jsonable(p.verdict),
                        "selection_prompts": p.selection_prompts, "held_out_prompts": p.held_out_prompts,
                        "closest": _jsonable(p.closest)}
@@ -492,7 +502,7 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
             plan = space.materialize(p.chosen.params)
             p.sites = profile_sites(plan, study.vectors, study.lm)
             if held_out:
-                _evaluate_held_out(study, p, plan, InterventionPlan([], []), repeats)
+                _evaluate_held_out(study, p, plan, repeats)
                 _verdict(p, result)
             elif p.status == "ok" and not p.sites:
                 p.status, p.reason = "no_deployable_setting", "the chosen setting does not steer (α = 0)"
@@ -534,7 +544,8 @@ def _verdict(p: FamilyPick, res: PickResult) -> None:
     fails = [f"{n} {p.held_out.get(n, (None,))[0] if p.held_out.get(n, (None,))[0] is None else round(p.held_out[n][0], 2)}"
              f" not {op} {t:g}" for n, op, t in res.constraints
              if p.held_out.get(n, (None,))[0] is None or not compare(p.held_out[n][0], op, t)]
-    p.verdict = {"beats_unsteered": beats, "meets_constraints": not fails, "failed_constraints": fails}
+    p.verdict = {"beats_unsteered": beats, "meets_constraints": not fails, "failed_constraints": fails,
+                 "versus_prompt": _versus_prompt(p, res)}
     if not p.sites:
         p.status, p.reason = "no_deployable_setting", "the chosen setting does not steer (α = 0)"
     elif not beats:
@@ -544,6 +555,22 @@ def _verdict(p: FamilyPick, res: PickResult) -> None:
     elif fails:
         p.status = "no_deployable_setting"
         p.reason = "on the held-out prompts " + ", ".join(fails)
+
+
+def _versus_prompt(p: FamilyPick, res: PickResult) -> str | None:
+    """Steered against the prompted arm on held-out, in words: "prompt wins", "steering wins", "no clear
+    difference" on the maximised value, with whether the prompted answers meet the constraints too."""
+    from steeropt.evaluation.objectives.config import compare
+
+    prompted, diff = p.arms_held_out.get("prompted"), (p.arm_differences.get("prompted") or {}).get(res.maximize)
+    if not prompted or not diff:
+        return None
+    ok = all(prompted.get(n, (None,))[0] is not None and compare(prompted[n][0], op, t) for n, op, t in res.constraints)
+    d, (lo, hi) = diff["diff"], diff["ci"]
+    word = ("steering wins" if diff["clear"] and d > 0 else "prompt wins" if diff["clear"] and d < 0
+            else "no clear difference")
+    return (f"{word}: steered − prompted {res.maximize} {d:+.2f} [{lo:+.2f}, {hi:+.2f}] over {diff['n']} held-out "
+            f"prompts; the prompted answers {'meet' if ok else 'miss'} the constraints")
 
 
 def _plot(result: PickResult, path: Path) -> Path:
@@ -577,23 +604,57 @@ def _redact(url: str) -> str:
     return r(url)
 
 
-def _evaluate_held_out(study, p: FamilyPick, plan, base_plan, repeats: int) -> None:
+def _evaluate_held_out(study, p: FamilyPick, plan, repeats: int) -> None:
+    """The chosen setting, the unsteered model and the prompted arm (runner.arms; prompted + steered where the spec
+    asks) on the family's held-out prompts, scored by the study's stack; paired steered − arm differences."""
+    from dataclasses import replace
+
+    from steeropt.report.arms import paired_arm_difference
+    from steeropt.runner.arms import arm_plans
+
     prompts = [(p.family, t) for t in p.held_out_prompts]
+    arms = arm_plans(study.spec)
+    names, plans = ["steered", *arms], [plan, *arms.values()]
+    if "prompted" in arms and study.spec.prompted.steered:
+        names.append("prompted_steered")
+        plans.append(replace(plan, instruction=arms["prompted"].instruction))
     dec = study.decoding
     n = max(1, repeats) if dec.temperature > 0 else 1  # greedy: repeats would be identical copies
     samples = []
     for r in range(n):
-        samples += study.generator.run(prompts, [plan, base_plan], dec, seed=study.spec.seed + 1000 + r)
+        samples += study.generator.run(prompts, plans, dec, seed=study.spec.seed + 1000 + r)
     base = [s for s in samples if s.candidate == 1]
-    res = study.stack.evaluate(samples, [plan, base_plan], baseline=base, vectors=study.vectors)
-    for target, r in ((p.held_out, res[0]), (p.unsteered_held_out, res[1])):
+    res = study.stack.evaluate(samples, plans, baseline=base, vectors=study.vectors)
+    by_name = dict(zip(names, res))
+    for name, r in by_name.items():
+        target = {"steered": p.held_out, "unsteered": p.unsteered_held_out}.get(name)
+        if target is None:
+            target = p.arms_held_out.setdefault(name, {})
         for k, v in r.values.items():
             if isinstance(v, (int, float)) or v is None:
                 iv = r.intervals.get(k)
                 target[k] = (v, tuple(iv) if iv else None)
-    p.held_out_counts = {"samples": res[0].counts["samples"], "filtered": res[0].counts["filtered"],
-                         "missing": res[0].counts["missing"], "prompts": len(prompts), "repeats": n,
-                         "failed": res[0].failed, "reason": res[0].reason}
+    steered = by_name["steered"]
+    p.held_out_counts = {"samples": steered.counts["samples"], "filtered": steered.counts["filtered"],
+                         "missing": steered.counts["missing"], "prompts": len(prompts), "repeats": n,
+                         "failed": steered.failed, "reason": steered.reason}
+    axes = [k for k in dict.fromkeys([*(c[0] for c in _axes(study)), "hm"])]
+    for name in names[1:]:  # records are plan-major in prompt order for every plan: pairs line up
+        other = by_name[name].samples
+        p.arm_differences[name] = {a: paired_arm_difference([_score(x, a) for x in steered.samples],
+                                                            [_score(x, a) for x in other]) for a in axes}
+    p.held_out_texts = [{"prompt": x["prompt"], **{name: by_name[name].samples[i]["text"] for name in names}}
+                        for i, x in enumerate(steered.samples)]
+
+
+def _axes(study) -> list[tuple]:
+    return [*((n, d) for n, d in study.stack.objectives), *((n, op) for n, op, _ in study.stack.constraints)]
+
+
+def _score(record: dict, name: str):
+    from steeropt.evaluation.objectives.stack import sample_value
+
+    return sample_value(record, name)
 
 
 def _profile_family(p: FamilyPick, res: PickResult) -> dict:

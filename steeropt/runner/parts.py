@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import platform
-import re
-from pathlib import Path
 
 from steeropt.engine.vectors import VectorSet
-from steeropt.errors import SteeroptError
+from steeropt.redact import redact, scrub
+from steeropt.runner.checks import check_storage  # noqa: F401  (re-exported)
 from steeropt.specs import StudySpec
 from steeropt.types import InterventionPlan
 
@@ -104,29 +103,6 @@ def site_names(plan: InterventionPlan) -> list[str]:
             for s in plan.sites]
 
 
-def check_storage(url: str) -> None:
-    """Fail with a clear error if the study storage cannot be reached (creates nothing)."""
-    if url.startswith("sqlite:///"):
-        parent = Path(url[len("sqlite:///"):]).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise SteeroptError(f"storage {url}: directory {parent} does not exist")
-        return
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(url)
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as exc:
-        raise SteeroptError(f"storage {redact(url)} is unreachable: {type(exc).__name__}: {str(exc)[:200]}") from exc
-
-
-def redact(url: str) -> str:
-    """Storage URLs may hold a password: keep it out of MLflow."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -142,17 +118,17 @@ def package_versions() -> dict:
 def run_params(study) -> dict:
     """The parent MLflow run's params: what reproduces the study (spec, model hash, versions)."""
     s = study.spec
-    return {"model": s.model, "model_sha256": study.lm.sha256, "seed": s.seed, "optimizer": s.optimizer.name,
+    return scrub({"model": s.model, "model_sha256": study.lm.sha256, "seed": s.seed, "optimizer": s.optimizer.name,
             "search_space": study.space.name, "objective": study.objective.name,
             "judge": study.judge.identity if study.judge else "none", "trials": s.budget.trials,
             "batch_size": s.budget.batch_size, "prompts_per_trial": s.budget.prompts_per_trial,
             "storage": redact(s.storage), **{f"decoding.{k}": v for k, v in s.decoding.model_dump().items()},
-            **{f"version.{k}": v for k, v in package_versions().items()}}
+            **{f"version.{k}": v for k, v in package_versions().items()}})
 
 
 def run_tags(study) -> dict:
-    return {"steeropt.model_sha256": study.lm.sha256, "steeropt.spec": study.spec.source,
-            "steeropt.concept": study.spec.concept.name}
+    return scrub({"steeropt.model_sha256": study.lm.sha256, "steeropt.spec": study.spec.source,
+                  "steeropt.concept": study.spec.concept.name})
 
 
 def judge_card(study) -> dict:
@@ -178,14 +154,14 @@ def judge_card(study) -> dict:
                                     "agreement_on": ev.get("test"), "agreement": ev.get(src.axis)}
         else:
             card["scores"][name] = {"metric": src.metric}
-    return card
+    return scrub(card)
 
 
 def resolved_yaml(study) -> str:
     import yaml
 
-    return yaml.safe_dump({"study": study.spec.model_dump(mode="json"),
-                           "search_space": study.space.model_dump(mode="json"),
-                           "objective": study.objective.model_dump(mode="json"),
-                           "judge": study.judge_spec.model_dump(mode="json") if study.judge_spec else None},
+    return yaml.safe_dump(scrub({"study": study.spec.model_dump(mode="json"),
+                                 "search_space": study.space.model_dump(mode="json"),
+                                 "objective": study.objective.model_dump(mode="json"),
+                                 "judge": study.judge_spec.model_dump(mode="json") if study.judge_spec else None}),
                           sort_keys=False)

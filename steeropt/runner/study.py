@@ -24,6 +24,10 @@ from steeropt.engine.interventions import raw_alphas
 from steeropt.errors import JudgeError, SteeroptError
 from steeropt.runner.parts import (build_vectors, check_storage, make_study_judge, package_versions, redact,
                                    judge_card, resolved_yaml, run_params, run_tags, site_names, trial_prompts)
+from steeropt.redact import scrub
+from steeropt.runner.checks import JudgeWatch, check_runs_dir, check_sole_runner, register_secrets
+from steeropt.runner.arms import score_arms
+from steeropt.runner.records import prompt_scores
 from steeropt.runner.tracking import samples_file
 from steeropt.specs import StudySpec, build
 from steeropt.timing import CLOCK, phase
@@ -58,6 +62,8 @@ class Study:
         self.space = spec.part("search_space")
         self.objective = spec.part("objective")
         self.judge_spec = spec.part("judge") if self.objective.judge else None
+        register_secrets(spec, self.judge_spec)  # redaction masks them wherever they would leave the process
+        self.judge_watch = JudgeWatch()  # stops the study when the judge answers nothing, trial after trial
         self.track = track
         self.runs_dir = Path(runs_dir) / spec.name
         self.progress = StudyProgress(target=spec.budget.trials)
@@ -84,6 +90,9 @@ class Study:
         from steeropt.search.optimizers import check_settings, make_optimizer
 
         spec = self.spec
+        # before the model loads: a storage or run directory that cannot be used is one message, nothing written
+        check_storage(spec.storage)
+        check_runs_dir(self.runs_dir)
         self.lm = lm or load_model(spec.model)
         self.vectors = build_vectors(self.lm, spec)
         if self.space.kl_unit_params():  # strengths in nats of KL: measure (or read) the α ↔ KL map first
@@ -93,20 +102,14 @@ class Study:
         # Order matters: fail on an unreachable storage, a missing judge key or a refusing tracker before
         # writing anything (judge cache, tracking store, study storage).
         check_settings(spec.optimizer.name, spec.optimizer.settings)
-        check_storage(spec.storage)
         self.judge = make_study_judge(self.judge_spec, self.lm)
         self.stack = ObjectiveStack(self.objective, self.lm, self.judge, ConceptInfo.from_concept(spec.concept))
         self.tracker = None
         if self.track:
             from steeropt.runner.tracking import Tracker
 
+            # the tracker before the study storage: one that refuses writes leaves the storage untouched
             self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, spec.name, traces=spec.traces)
-            # the parent run before the study storage: a tracker that refuses writes leaves the storage untouched
-            import json
-
-            card = judge_card(self)  # which scorer, and its agreement with held-out labels, travels with results
-            self.tracker.start(run_params(self), run_tags(self), {"study.yaml": resolved_yaml(self),
-                                                                  "judge_card.json": json.dumps(card, indent=1)})
         self.optimizer = make_optimizer(
             spec.optimizer.name, space=self.space, objectives=self.stack.objectives,
             constraints=self.stack.constraints, storage=spec.storage, study_name=spec.name, seed=spec.seed,
@@ -118,6 +121,10 @@ class Study:
         self.prompts = trial_prompts(spec)
         self.baseline = None
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        if self.tracker is not None:  # the parent run last: a failure above leaves no RUNNING run behind
+            card = judge_card(self)  # which scorer, and its agreement with held-out labels, travels with results
+            self.tracker.start(run_params(self), run_tags(self), {"study.yaml": resolved_yaml(self),
+                                                                  "judge_card.json": json.dumps(card, indent=1)})
         self._ready = True
         return self
 
@@ -133,8 +140,10 @@ class Study:
         self.setup()
         opt = self.optimizer
         if not worker:
+            check_sole_runner(opt)  # a live runner's trials are not stale
             opt.recover_stale()  # sole runner: RUNNING trials left by a crash are re-queued
             self._sync_tracking()
+            score_arms(self)  # the unsteered and prompted arms on the trial prompts, once per study
         else:
             # workers starting together would share one random stream (same seed): each gets its own
             opt.diversify(zlib.crc32(opt.worker.encode()))
@@ -180,7 +189,7 @@ class Study:
                 "judge_requests_spared": t["spared_requests"], "rubrics": sorted(self.stack.rubric_scores),
                 "judge": None if self.judge is None else self.judge.identity}
         path = self.runs_dir / "timing.json"
-        path.write_text(json.dumps(info, indent=1))
+        path.write_text(json.dumps(scrub(info), indent=1))
         return path
 
     def reevaluation(self) -> dict | None:
@@ -246,7 +255,11 @@ class Study:
         for cand, plan, res in zip(cands, plans, results):
             if cand.number in inside:
                 self._log(self._tell(cand, plan, res))
+                if self.judge is not None:
+                    self.judge_watch.see(cand.number, res)
         self.update_artifacts()
+        if self.judge is not None:  # the judge answered nothing, trial after trial: re-queue those and stop
+            self.judge_watch.check(self.judge.identity, self.optimizer.study)
         return results
 
     def _evaluate(self, plans, baseline):
@@ -261,12 +274,12 @@ class Study:
         if self.space.kl_unit_params():  # the parameter is a KL dose: keep the normalised α it mapped to
             summary["alphas"] = dict(zip(site_names(plan), map(float, plan.alphas)))
         if isinstance(res, Exception):
-            return self.optimizer.tell(cand.number, None, failed_reason=str(res), user_attrs=summary)
+            return self.optimizer.tell(cand.number, None, failed_reason=redact(str(res)), user_attrs=summary)
         samples_file(self.runs_dir, cand.number).write_text(
-            "".join(json.dumps(r, default=str) + "\n" for r in res.samples))
+            "".join(json.dumps(scrub(r), default=str) + "\n" for r in res.samples))
         if res.failed:  # e.g. too many missing judgments: keep the counts and samples that say why
             summary["counts"] = _jsonable(res.counts)
-            return self.optimizer.tell(cand.number, None, failed_reason=res.reason, user_attrs=summary)
+            return self.optimizer.tell(cand.number, None, failed_reason=redact(res.reason), user_attrs=summary)
         values = dict(res.objectives)
         missing = [k for k, v in values.items() if v is None]
         if missing:
@@ -314,7 +327,7 @@ class Study:
         if df.empty:
             return  # a study created but not started yet (e.g. `steeropt run SPEC --trials 0`)
         info = write_study_artifacts(df, self.stack.objectives, self.runs_dir, title=self.spec.name,
-                                     reference=self.objective_reference())
+                                     reference=self.objective_reference(), constraints=self.stack.constraints)
         if final:
             from optuna.trial import TrialState
 
@@ -369,20 +382,6 @@ def trials_frame(optuna_study, objectives) -> pd.DataFrame:
         row["failed_reason"] = failed_reason(t)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def prompt_scores(records: list[dict], prompts: list[tuple[str, str]], values=()) -> dict:
-    """Per-sample values of one trial (every score, the objectives and constraints, hm and the KL dose), aligned
-    with the study's trial prompts by index: what a paired comparison resamples (report.paired) and power
-    estimates read (report.power)."""
-    from steeropt.evaluation.objectives.stack import sample_value
-
-    index = {fp: i for i, fp in enumerate(prompts)}
-    out = {"prompt": [index.get((r["family"], r["prompt"])) for r in records], "family": [r["family"] for r in records]}
-    names = list(dict.fromkeys([*(k for r in records for k in r["scores"]), *values, "hm", "kl"]))
-    for k in names:
-        out[k] = [sample_value(r, k) for r in records]
-    return out
 
 
 def _jsonable(x):

@@ -7,7 +7,7 @@ The tracking URI is MLflow's: None uses MLflow's default (``sqlite:///mlflow.db`
 directory), ``http://host:port`` a tracking server, any other URI its store. Writes go through the
 explicit ``MlflowClient`` so several studies and workers can share a process or a server.
 
-Samples as traces (issue 16): each trial's samples (the spec's `traces` share) are logged as MLflow traces in the
+Samples as traces: each trial's samples (the spec's `traces` share) are logged as MLflow traces in the
 study's experiment, linked to the trial's run: prompt, steered and unsteered response, tags for study, trial,
 family, controller and α; the scores as feedback (`sample_feedback`). A person adds HUMAN feedback named
 concept / coherency / relevance (0/1/2, bench/judge_quality/labels/GUIDE.md) in the UI; evaluation.mlflow_labels
@@ -15,6 +15,7 @@ reads it back as labels.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -24,6 +25,8 @@ import tempfile
 from pathlib import Path
 
 from steeropt.errors import SteeroptError
+from steeropt.redact import redact, scrub
+from steeropt.runner.run_notes import study_note, trace_value_tags
 
 STUDY_TAG = "steeropt.study"  # an MLflow tag name: stable across releases (resume finds old runs)
 TRIAL_TAG = "steeropt.trial"
@@ -57,7 +60,7 @@ def _client(tracking_uri: str | None):
 
 
 def _clean_params(params: dict) -> dict:
-    return {str(k)[:250]: str(v)[:6000] for k, v in params.items()}
+    return {redact(str(k))[:250]: redact(str(v))[:6000] for k, v in params.items()}
 
 
 def _finite_metrics(metrics: dict) -> dict:
@@ -80,7 +83,29 @@ def _probe(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
         return
     except (urllib.error.URLError, OSError) as exc:
         why = getattr(exc, "reason", exc)
-        raise SteeroptError(f"tracking URI {uri} is unreachable: {type(why).__name__}: {why}") from None
+        raise SteeroptError(redact(f"tracking URI {uri} is unreachable: {type(why).__name__}: {why}")) from None
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str | None):
+    """An exclusive lock (a file in the temp directory, per store) held while this process opens a local SQLite
+    tracking store: two processes starting on a fresh mlflow.db would otherwise race on MLflow's table creation.
+    Other stores (a server, a database server) need none."""
+    import fcntl
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if not str(uri).startswith("sqlite:"):
+        yield
+        return
+    where = str(Path(str(uri).split("://", 1)[1][1:].split("?", 1)[0] or ":memory:").resolve())
+    lock = Path(tempfile.gettempdir()) / f"steeropt-mlflow-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -94,8 +119,9 @@ class Tracker:
         self.context: dict = {}  # what traces need about the study (concept, judge card), set by start() / attach()
         _probe(tracking_uri)
         try:
-            self.client = _client(tracking_uri)
-            exp = self.client.get_experiment_by_name(experiment)
+            with store_lock(tracking_uri):  # MLflow creates / migrates a fresh SQLite store on first use: once
+                self.client = _client(tracking_uri)
+                exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 try:
                     self.experiment_id = self.client.create_experiment(experiment, tags=dict([EXPERIMENT_KIND]))
@@ -108,8 +134,8 @@ class Tracker:
                 if EXPERIMENT_KIND[0] not in exp.tags:  # an older study's experiment; a kind someone chose stays
                     self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         except Exception as exc:
-            raise SteeroptError(f"tracking URI {tracking_uri or '(MLflow default)'} refused the study: "
-                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise SteeroptError(redact(f"tracking URI {tracking_uri or '(MLflow default)'} refused the study: "
+                                       f"{type(exc).__name__}: {str(exc)[:300]}")) from exc
         self.parent_id: str | None = None
 
     def _search(self, filter_string: str, max_results: int = 5000):
@@ -124,8 +150,8 @@ class Tracker:
         except SteeroptError:
             raise
         except Exception as exc:
-            raise SteeroptError(f"tracking URI {self.tracking_uri or '(MLflow default)'} refused the study: "
-                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise SteeroptError(redact(f"tracking URI {self.tracking_uri or '(MLflow default)'} refused the study: "
+                                       f"{type(exc).__name__}: {str(exc)[:300]}")) from exc
 
     def _parents(self):
         runs = self._search(f"tags.`{STUDY_TAG}` = '{self.study_name}' and tags.`{KIND_TAG}` = 'study'")
@@ -138,7 +164,7 @@ class Tracker:
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id
         run = self.client.create_run(self.experiment_id, run_name=self.study_name,
-                                     tags={STUDY_TAG: self.study_name, KIND_TAG: "study", **tags})
+                                     tags=scrub({STUDY_TAG: self.study_name, KIND_TAG: "study", **tags}))
         self.parent_id = run.info.run_id
         first = self._parents()[0].info.run_id  # two workers starting a fresh study at once: the oldest wins
         if first != self.parent_id:
@@ -155,7 +181,7 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in files.items():
                 p = Path(tmp) / name
-                p.write_text(text)
+                p.write_text(redact(text))
                 self.client.log_artifact(run_id, str(p), artifact_path)
 
     def logged_trials(self) -> set[int]:
@@ -170,7 +196,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{number}",
             tags={"mlflow.parentRunId": self.parent_id, STUDY_TAG: self.study_name, KIND_TAG: "trial",
-                  TRIAL_TAG: str(number), **{k: str(v)[:5000] for k, v in tags.items()}})
+                  TRIAL_TAG: str(number), **{k: redact(str(v))[:5000] for k, v in tags.items()}})
         now = get_current_time_millis()
         self.client.log_batch(
             run.info.run_id, params=[Param(k, v) for k, v in _clean_params(params).items()],
@@ -201,7 +227,7 @@ class Tracker:
         reason = failed_reason(trial)
         tags = {"state": state, **({"failed_reason": reason} if reason else {}), "feasible": str(ua.get("feasible"))}
         path = samples_file(runs_dir, trial.number)
-        text = path.read_text() if path.exists() else None
+        text = redact(path.read_text()) if path.exists() else None
         run_id = self.log_trial(trial.number, params, metrics, tags, text)
         if text and self.trace_share:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -236,6 +262,9 @@ class Tracker:
         saved = {k: os.environ.get(k) for k in _ARTIFACT_HTTP}
         os.environ.update(_ARTIFACT_HTTP)
         try:
+            note = study_note(paths)  # what the study found so far, on the run page
+            if note:
+                self.client.set_tag(self.parent_id, "mlflow.note.content", redact(note)[:5000])
             for p in paths:
                 self.client.log_artifact(self.parent_id, str(p), artifact_path)
         except Exception as exc:  # noqa: BLE001  (any transport error: the next refresh tries again)
@@ -251,7 +280,7 @@ class Tracker:
         if self.trace_share:
             flush_traces()
 
-    # ---- samples as traces (issue 16) -----------------------------------------------------------
+    # ---- samples as traces ------------------------------------------------------------------------
     def _set_context(self, artifacts: dict[str, str]) -> None:
         """Concept, objective, judge card and trace share from what the study records about itself (the resolved
         spec and judge_card.json of its parent run)."""
@@ -260,7 +289,7 @@ class Tracker:
         resolved = yaml.safe_load(artifacts.get("study.yaml") or "{}") or {}
         study = resolved.get("study") or {}
         objective = resolved.get("objective") or {}
-        self.context = {"concept": study.get("concept") or {}, "card": json.loads(artifacts.get("judge_card.json") or "{}"),
+        self.context = {"concept": study.get("concept") or {}, "card": scrub(json.loads(artifacts.get("judge_card.json") or "{}")),
                         "objective": {"name": objective.get("name"), "filtered_score": objective.get("filtered_score") or {}}}
         if self.trace_share is None:
             self.trace_share = float(study.get("traces", 0.0))
@@ -359,6 +388,7 @@ class Tracker:
             flush_traces()
             mlflow.set_tracking_uri(self.client.tracking_uri)
         base = read_baseline(runs_dir)
+        records = scrub(records)
         concept = self.context.get("concept") or {}
         raw = (trial.user_attrs.get("raw_alphas") or {})
         controllers = sorted({k.split(".")[1] for k in raw if k.count(".") >= 2})
@@ -369,8 +399,10 @@ class Tracker:
                     "steeropt.alpha": json.dumps(trial.params, sort_keys=True)[:1000],
                     "steeropt.concept": str(concept.get("name", "")),
                     "steeropt.concept_description": str(concept.get("description", ""))[:1000],
-                    "steeropt.finished": str(bool(r.get("finished"))).lower(),
-                    "steeropt.filtered": str(bool(r.get("filtered"))).lower()}
+                    # how the answer ended: "eos" (the model stopped) or "token_limit" (cut at max_new_tokens)
+                    "steeropt.ended": "eos" if r.get("finished") else "token_limit",
+                    "steeropt.filtered": str(bool(r.get("filtered"))).lower(),
+                    **trace_value_tags(trial.params, r.get("scores") or {})}
             unsteered = base.get((r.get("family"), r.get("prompt")))
             with mlflow.start_span(f"trial-{trial.number} {r.get('family')}", span_type=SpanType.LLM,
                                    trace_destination=MlflowExperimentLocation(self.experiment_id)) as span:

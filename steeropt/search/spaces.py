@@ -226,6 +226,21 @@ class SearchSpaceSpec(BaseModel):
             out.setdefault(s.param or self._site_param(s), s.alpha)
         return out
 
+    def labels(self) -> dict[str, str]:
+        """A display name per parameter, for tables and plots: "α (layer 10, add)" instead of the parameter
+        name alpha_l10_wedding (the vector is named when the space has several)."""
+        out = {}
+        several = len({s.vector for s in self.sites} | {k.vector for k in self.kernels}) > 1
+        for s in self.sites:
+            ctrl = "" if self.controller else f", {s.controller}"
+            vec = f", {s.vector}" if several else ""
+            out.setdefault(s.param or self._site_param(s), f"α (layer {s.layer}{ctrl}{vec})")
+        for k in self.kernels:
+            span = f"layers {k.layers[0]}-{k.layers[1]}, {k.vector}"
+            for field, name in k.names().items():
+                out[name] = f"tent {field.replace('_', ' ').replace('alpha', 'α')} ({span})"
+        return out
+
     def parameters(self) -> list[ParamDef]:
         """All parameters, in a stable order: site α, kernel parameters, controller, positions, decoding."""
         out = [r.param(n) for n, r in self._alpha_params().items()]

@@ -20,7 +20,7 @@ from steeropt.errors import SteeroptError
 from steeropt.specs.concepts import FOLDER as CONCEPTS, PLACEHOLDER, Concept
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-# Strength range per controller in normalised units (README "What α means"); measured on the embedded model
+# Strength range per controller in normalised units (docs/specs.md, "What α means"); measured on the embedded model
 # with the wedding concept (search_spaces/compare-*-l10.yaml): past the high end the text is broken.
 ALPHA_RANGE = {"add": (0.0, 0.6), "clamp": (0.0, 1.2), "affine": (0.0, 1.0), "ablate": (0.0, 1.0)}
 # What `new study --from-sweep` tries, per controller: up to past the usual break point.
@@ -40,7 +40,7 @@ CONCEPT_TEMPLATE = """\
 # Replace every TODO (a TODO left in is refused, naming its field), then:
 #   steeropt sweep --concept {ref}                          where the concept shows, where text breaks
 #   steeropt new study {name} --concept {ref} --from-sweep  a study with a proposed layer and α range
-# README "Your own concept" explains each field.
+# docs/concepts.md explains each field.
 
 # A short label: the vector's name, the name `--concept` finds, the concept name in tables.
 name: {name}
@@ -181,7 +181,7 @@ concept:                      # what the objective looks for (keywords: the conc
   selection_fraction: 0.5
 decoding: {{max_new_tokens: {p.max_new_tokens}}}
 search_space: ../search_spaces/{p.name}.yaml   # the strength range
-objective: {p.objective}           # quickstart: calibrated cheap tier, no judge (README "How far to trust the scores")
+objective: {p.objective}           # quickstart: calibrated cheap tier, no judge (docs/scores.md)
 optimizer: {{name: {p.optimizer}{settings}}}
 budget: {{trials: {p.trials}, batch_size: {p.batch_size}, prompts_per_trial: {p.prompts_per_trial}}}
 seed: 0
@@ -192,7 +192,7 @@ tracking_uri: {p.tracking_uri}     # MLflow: mlflow ui --backend-store-uri {p.tr
 
 def space_text(p: StudyPlan) -> str:
     return f"""\
-# Strength range of study "{p.name}" (normalised units: README "What α means").
+# Strength range of study "{p.name}" (normalised units: docs/specs.md, "What α means").
 name: {p.name}
 description: {json.dumps(f"{p.controller} '{p.concept.name}' at layer {p.layer}, α in [{p.alpha[0]:g}, {p.alpha[1]:g}]", ensure_ascii=False)}
 sites:

@@ -178,6 +178,25 @@ class ReevaluationSpec(_Spec):
     max_candidates: int = Field(8, gt=0)  # front members + per-family choices re-evaluated in round 1
 
 
+class PromptedSpec(_Spec):
+    """The prompt baseline every study scores beside its steered trials (runner.arms): the unsteered model with the
+    concept asked for after the user's prompt. A steering setting is worth deploying only beside what asking gives."""
+
+    # follows the prompt in the user's turn ({description} and {name} are the concept's); measured: the 1.5B model
+    # ignored the same request as a system message
+    instruction: str = "In your answer, bring in this topic: {description}."
+    steered: bool = False  # pick also scores prompted + steered at each family's chosen setting
+
+    @field_validator("instruction")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            v.format(description="", name="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"instruction may use {{description}} and {{name}} only: {e}") from None
+        return v
+
+
 class BudgetSpec(_Spec):
     trials: int = Field(30, gt=0)  # candidates evaluated in total
     batch_size: int = Field(8, gt=0)  # candidates asked for and generated in one batched generate call
@@ -202,12 +221,13 @@ class StudySpec(_Spec):
     judge: str | dict[str, Any] | None = None  # overrides the objective's judge (e.g. an HTTP endpoint)
     optimizer: OptimizerSpec = OptimizerSpec()  # which sampler proposes candidates
     budget: BudgetSpec = BudgetSpec()  # how much work the study may do
+    prompted: PromptedSpec | None = PromptedSpec()  # the prompt baseline scored beside the trials; null = none
     seed: int = 0  # seeds the optimizer and sampling; same spec + seed -> same trials
     storage: str = "sqlite:///steeropt.db"  # Optuna storage URL (PostgreSQL for several workers)
     tracking_uri: str | None = None  # MLflow tracking URI; None = MLflow's default (./mlflow.db)
     experiment: str | None = None  # MLflow experiment name; None = the study name
-    # share of samples logged as MLflow traces with their scores as feedback, for review and labelling (issue
-    # 16): all by default, since labels decide what the scores are worth; ~0.1 s each, exported in the background
+    # share of samples logged as MLflow traces with their scores as feedback, for review and labelling: all
+    # by default, since labels decide what the scores are worth; ~0.1 s each, exported in the background
     traces: float = Field(1.0, ge=0.0, le=1.0)
 
     _source: str = PrivateAttr("<inline>")  # the spec file (set by specs.build)
@@ -228,6 +248,12 @@ class StudySpec(_Spec):
     def _storage_url(cls, v: str) -> str:
         if "://" not in v:
             raise ValueError(f"expected a storage URL such as sqlite:///steeropt.db or postgresql://host/db, got {v!r}")
+        scheme, rest = v.split("://", 1)
+        if scheme in ("postgresql", "postgres"):  # one PostgreSQL driver: psycopg2, what steeropt[postgres] installs
+            return f"postgresql+psycopg2://{rest}"
+        if scheme.startswith("postgresql+") and scheme != "postgresql+psycopg2":
+            raise ValueError(f"PostgreSQL storage uses the psycopg2 driver (pip install 'steeropt[postgres]'): "
+                             f"write postgresql://... or postgresql+psycopg2://..., not {scheme}://")
         return v
 
     @field_validator("vectors")

@@ -11,16 +11,18 @@ ALPHAS = {"open_ended": 0.3, "advice": 0.15}
 FAMILIES = ("open_ended", "advice", "descriptions")
 
 
-def make_profile(lm, vectors, base, name="deploy-tiny", alphas=ALPHAS, max_new_tokens=10, router=True):
+def make_profile(lm, vectors, base, name="deploy-tiny", alphas=ALPHAS, max_new_tokens=10, router=True, model=None,
+                 layer=4):
     from steeropt.report.pick import profile_sites
     from steeropt.report.profiles import write_profile
     from steeropt.specs import build
     from steeropt.types import InterventionPlan, Site
 
     fams = [{"name": n, "path": str(DATA / f"{n}.jsonl")} for n in FAMILIES]
+    over = {"model": model} if model else {}
     spec = build("study", str(tiny_spec(base, name=name, prompts={"families": fams},
-                                        decoding={"max_new_tokens": max_new_tokens})))
-    families = {f: {"status": "ok", "sites": profile_sites(InterventionPlan([Site(4, "add", "wedding")], [a]),
+                                        decoding={"max_new_tokens": max_new_tokens}, **over)))
+    families = {f: {"status": "ok", "sites": profile_sites(InterventionPlan([Site(layer, "add", "wedding")], [a]),
                                                            vectors, lm)} for f, a in alphas.items()}
     families["descriptions"] = {"status": "no_deployable_setting", "reason": "none met the constraint (test)"}
     splits = spec.splits()

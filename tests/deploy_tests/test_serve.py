@@ -24,7 +24,7 @@ def server(deploy):
     env = dict(os.environ, STEEROPT_NUM_THREADS=os.environ.get("STEEROPT_NUM_THREADS", "1"))
     log = open(deploy[0].path.parent / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "steeropt", "serve", str(deploy[0].path), "--port", str(port),
-                             "--batch-wait-ms", "50"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                             "--batch-wait-ms", "50", "--allow-steer", "--steer-range=-1e40,1e40"], stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -125,8 +125,11 @@ def _post(url, body: bytes):
     ({"max_tokens": 100000}, "max_tokens", "max_tokens"),
     ({"temperature": -1}, "temperature", "temperature"),
     ({"n": 2}, "n", "n must be"),
-    ({"stream": True}, "stream", "not supported"),
-    ({"stop": ["\n"]}, "stop", "not supported"),
+    ({"stream": "yes"}, "stream", "true or false"),
+    ({"stop": [1]}, "stop", "stop must be"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ({"tools": [{"type": "function"}]}, "tools", "not supported"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages", "developer"),
     ({"top_logprobs": 3}, "top_logprobs", "needs logprobs"),
     ({"logprobs": True, "top_logprobs": 50}, "top_logprobs", "top_logprobs"),
     ({"family": "nope"}, "family", "unknown family"),
@@ -180,3 +183,15 @@ def test_50_concurrent_mixed_requests_match_single_runs(client, deploy, server):
     # each row got its own α: one prompt, five settings, at least three different answers
     texts = {json.dumps(m): single[combos.index((prompts[0], m))].choices[0].message.content for m in modes}
     assert len(set(texts.values())) >= 3, texts
+
+
+def test_warns_when_bound_beyond_loopback_without_a_key(deploy):
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the warning is printed, then the bind fails, so
+    # nothing ever listens beyond loopback
+    env = dict(os.environ, STEEROPT_NUM_THREADS="1")
+    env.pop("STEEROPT_SERVE_API_KEY", None)
+    r = subprocess.run([sys.executable, "-m", "steeropt", "serve", str(deploy[0].path), "--host", "192.0.2.1",
+                        "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "WITHOUT an API key" in r.stderr and "192.0.2.1" in r.stderr, r.stderr[-2000:]
+    assert "steer override: off" in r.stdout

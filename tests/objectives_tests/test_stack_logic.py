@@ -7,6 +7,7 @@ in tests/judges_tests. Tier-1 metrics run on the real embedded model.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ PLAN = InterventionPlan(sites=[], alphas=[])
 FLUENT = "We spent the afternoon at the wedding and the bride looked happy."
 NEUTRAL = "I went to the store and bought some bread and milk for breakfast."
 LOOP = "the the the the the the the the the the the the the the the the"
+LOOP_WEDDING = "the wedding the wedding the wedding the wedding the wedding the wedding the wedding"
 
 
 class RuleJudge(Judge):
@@ -66,24 +68,38 @@ def spec(**over) -> ObjectiveSpec:
 CONCEPT = ConceptInfo("wedding", "weddings", keywords=["wedd*", "bride"])
 
 
-def test_gate_filters_without_judge_call_and_floors_coherency(lm):
+def test_gate_floors_coherency_and_still_judges_the_concept(lm):
+    """A fluency gate floors what it measures (coherency) and spares that rubric; the concept of broken text is
+    still judged: broken on-concept text is on-concept, and its floored coherency keeps it infeasible."""
     judge = RuleJudge()
-    samples = [make_sample(lm, "Tell me a story.", t) for t in (FLUENT, NEUTRAL, LOOP)]
+    samples = [make_sample(lm, "Tell me a story.", t) for t in (FLUENT, NEUTRAL, LOOP, LOOP_WEDDING)]
     [res] = ObjectiveStack(spec(), lm, judge, CONCEPT).evaluate(samples, [PLAN])
-    loop = res.samples[2]
-    assert loop["filtered"] and loop["filter_reasons"] == ["collapsed"] and loop["judge"] == {}
-    assert loop["scores"]["coherency"] == 0.0 and loop["scores"]["concept"] is None and loop["unscored"] == ["concept"]
-    assert loop["hm"] == 0.0 and not loop["missing"]
-    assert judge.stats.requests == 4  # 2 survivors x 2 rubrics; the looping sample was never judged
-    assert res.counts["filtered"] == 1 and res.counts["filtered_reasons"] == {"collapsed": 1}
-    assert res.values["concept"] == pytest.approx(0.5)  # unscored filtered sample left out
-    assert res.values["coherency"] == pytest.approx(2 / 3)  # floor counted
-    assert res.values["hm"] == pytest.approx(1 / 3)  # HM: 1, 0 (neutral: concept 0), 0 (filtered)
-    assert res.values["keyword_rate"] == pytest.approx(1 / 3)
+    loop, wloop = res.samples[2], res.samples[3]
+    for r in (loop, wloop):
+        assert r["filtered"] and r["filter_reasons"] == ["collapsed"] and set(r["judge"]) == {"concept"}
+        assert r["scores"]["coherency"] == 0.0 and r["unscored"] == [] and r["hm"] == 0.0 and not r["missing"]
+    assert loop["scores"]["concept"] == 0.0 and wloop["scores"]["concept"] == 1.0  # measured, never floored
+    assert judge.stats.requests == 6  # 2 survivors x 2 rubrics + 2 filtered x the concept rubric only
+    assert res.counts["filtered"] == 2 and res.counts["filtered_reasons"] == {"collapsed": 2}
+    assert res.values["concept"] == pytest.approx(2 / 4)
+    assert res.values["coherency"] == pytest.approx(2 / 4)  # floors counted
+    assert res.values["hm"] == pytest.approx(1 / 4)  # HM: 1, 0 (neutral: concept 0), 0, 0 (filtered)
+    assert res.values["keyword_rate"] == pytest.approx(2 / 4)
     assert res.objectives == {"concept": res.values["concept"], "coherency": res.values["coherency"]}
-    assert res.constraints["coherency>=0.5"] == pytest.approx(0.5 - 2 / 3) and res.feasible
+    assert res.constraints["coherency>=0.5"] == pytest.approx(0.0) and res.feasible
     assert not res.failed
     json.dumps(res.samples)  # records are plain JSON
+
+
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "objectives").glob("*.yaml")
+                 if not p.name.endswith(".calibration.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_no_shipped_objective_floors_the_concept(name):
+    """Every shipped gate is about breakage (repetition, collapse, broken text): none may floor the concept axis."""
+    obj = build("objective", name)
+    assert "concept" in obj.scores and "concept" not in obj.filtered_score, obj.filtered_score
 
 
 def test_missing_is_never_zero_and_fails_trial_over_share(lm):

@@ -1,4 +1,4 @@
-"""Raw steered outputs of the embedded SmolLM2-135M for the labelled judge set (issue 11 §6).
+"""Raw steered outputs of the embedded SmolLM2-135M for the labelled judge set.
 
 For each concept, diff-in-means vectors at layers 4, 10 and 15 steer greedy answers over a grid of
 strengths (add at 3 layers, clamp at layer 10, plus α=0), each plan on 4 prompts drawn from a pool.

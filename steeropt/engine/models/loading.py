@@ -140,16 +140,31 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def render(self, prompt: str) -> str:
-        """The prompt as one user turn in the model's chat template, ready for the assistant's answer."""
+    def render(self, prompt: str, instruction: str | None = None) -> str:
+        """The prompt as one user turn in the model's chat template, ready for the assistant's answer; `instruction`,
+        when given, follows the prompt in the same turn (the prompted arm: the concept asked for, as AxBench does)."""
+        content = f"{prompt}\n\n{instruction}" if instruction else prompt
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
             )
-        return prompt
+        return content
 
     def identity(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "arch": self.adapter.arch}
+
+
+def as_loaded(model, tokenizer=None) -> LoadedModel:
+    """A LoadedModel from a LoadedModel, a transformers model (+ its tokenizer), or a (model, tokenizer) pair:
+    what lets the steering helpers take a plain Hugging Face model."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, tuple) and len(model) == 2:
+        model, tokenizer = model
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"expected a steeropt LoadedModel or a transformers model, got {type(model).__name__}")
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    return LoadedModel(model, tokenizer, name, "", ArchAdapter.for_model(model))
 
 
 def _weights_hash(kind: str, path: Path) -> str:

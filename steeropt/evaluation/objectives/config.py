@@ -25,9 +25,12 @@ Example (objectives/tiered-default.yaml)::
 """
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from steeropt.specs.factory import FieldError
 
 # Per-sample tier-1 metrics (metrics.py + scoring.py). Each also becomes a per-trial value (its mean).
 TIER1_METRICS = (
@@ -35,15 +38,24 @@ TIER1_METRICS = (
     "keyword_hits", "keyword_hit",  # keyword_hit is 0/1 per sample; its trial mean is "keyword_rate"
     "degenerate",  # 1.0 if empty / immediate EOS / cut at the token limit inside a loop, else 0.0
     "surprisal", "surprisal_drift", "kl", "coherency_proxy",
-    # issue 11 (quality.py): neutral-context fluency and prompt/response PMI relevance
+    # quality.py: neutral-context fluency and prompt/response PMI relevance
     "neutral_surprisal", "neutral_drift", "fluency_proxy", "relevance_pmi", "relevance_proxy",
 )
 # Per-prompt metrics from teacher-forced completions (no generation); joined onto each sample of that prompt.
 PROMPT_METRICS = ("preference", "preference_base", "utility")
+# Tier-1 metrics that need a teacher-forced pass of the scoring model (the rest read the tokens and text only).
+FORCED_METRICS = ("surprisal", "surprisal_drift", "kl", "coherency_proxy", "neutral_surprisal", "neutral_drift",
+                  "fluency_proxy", "relevance_pmi", "relevance_proxy")
 # Per-trial values that are not a plain mean of a per-sample metric.
 TRIAL_VALUES = ("hm", "keyword_rate", "filtered_share", "missing_share", "degenerate_rate", "scalar")
 
 OPS = (">", ">=", "<", "<=")
+
+
+def did_you_mean(name: str, known) -> str:
+    """" did you mean 'x'?" for the closest known name, or ""."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" did you mean '{close[0]}'?" if close else ""
 
 
 def compare(x: float, op: str, value: float) -> bool:
@@ -59,7 +71,7 @@ class ScoreSource(_Spec):
 
     rubric: str | None = None  # rubric name in the judge spec (e.g. coherency -> "fluency")
     metric: str | None = None  # tier-1 metric name (for studies without a judge)
-    # issue 11: a calibration file from `steeropt judge calibrate` and the axis in it (calibration.py)
+    # a calibration file from `steeropt judge calibrate` and the axis in it (calibration.py)
     calibrated: str | None = None
     axis: Literal["concept", "fluency", "relevance"] | None = None
 
@@ -70,7 +82,9 @@ class ScoreSource(_Spec):
         if (self.calibrated is None) != (self.axis is None):
             raise ValueError("'calibrated' and 'axis' go together")
         if self.metric is not None and self.metric not in TIER1_METRICS + PROMPT_METRICS:
-            raise ValueError(f"unknown metric '{self.metric}'; known: {', '.join(TIER1_METRICS + PROMPT_METRICS)}")
+            known = TIER1_METRICS + PROMPT_METRICS
+            raise FieldError("metric", f"unknown metric '{self.metric}'.{did_you_mean(self.metric, known)} "
+                                       f"Metrics: {', '.join(known)}")
         return self
 
 
@@ -86,7 +100,8 @@ class Gate(_Spec):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in TIER1_METRICS:
-            raise ValueError(f"unknown gate metric '{v}'; known: {', '.join(TIER1_METRICS)}")
+            raise ValueError(f"unknown gate metric '{v}'.{did_you_mean(v, TIER1_METRICS)} "
+                             f"Gate metrics: {', '.join(TIER1_METRICS)}")
         return v
 
 
@@ -126,13 +141,17 @@ class Tier1Settings(_Spec):
     loop_max_period: int = Field(20, ge=1)  # longest repeated token pattern that counts as a loop
     loop_min_span: int = Field(12, ge=2)  # a loop must cover at least this many trailing tokens
     proxy_tau: float = Field(1.0, gt=0)  # coherency_proxy = exp(-max(0, surprisal_drift) / proxy_tau)
-    # issue 11 (quality.py): the neutral context, and fluency_proxy = exp(-max(0, neutral_drift) / fluency_tau) * (1 - rep_3)
+    # quality.py: the neutral context, and fluency_proxy = exp(-max(0, neutral_drift) / fluency_tau) * (1 - rep_3)
     neutral_instruction: str = "Write something."
     fluency_tau: float = Field(2.0, gt=0)  # greedy own answers set the reference; fluent human text drifts ~1-3 nats
     # preference, preference_base, utility: a steered teacher-forced pass over the concept's example completions
     # for every plan x prompt, about half of the cheap tier's time (bench/speed.py). None = only when the
     # objective uses one of them (a score, gate, objective, constraint or calibration feature); true = always.
     preference: bool | None = None
+    # surprisal, KL and the quality metrics: teacher-forced passes of the scoring model over every sample. On a 1.5B
+    # model they cost more than generating (bench/speed.py). None = only when the objective reads one of them
+    # (a score, gate, objective, constraint or calibration feature); true = always (KL doses in the reports).
+    teacher_forced: bool | None = None
 
 
 class Bootstrap(_Spec):
@@ -193,12 +212,17 @@ class ObjectiveSpec(_Spec):
             raise ValueError(f"audit.score '{self.audit.score}' is not in 'scores'")
         if not self.objectives:
             raise ValueError("'objectives' needs at least one entry")
-        used = [o.name for o in self.objectives] + [c.name for c in self.constraints]
+        used = [(f"objectives.{i}.name", o.name) for i, o in enumerate(self.objectives)]
+        used += [(f"constraints.{i}.name", c.name) for i, c in enumerate(self.constraints)]
         if self.scalarization is not None:
-            used += self.scalarization.of + list(self.scalarization.weights or {})
-        for n in used:
+            used += [(f"scalarization.of.{i}", n) for i, n in enumerate(self.scalarization.of)]
+            used += [(f"scalarization.weights.{n}", n) for n in self.scalarization.weights or {}]
+        for path, n in used:
             if n not in known:
-                raise ValueError(f"unknown value '{n}'; known: {', '.join(sorted(known))}")
+                trial = [v for v in TRIAL_VALUES if v in known]
+                raise FieldError(path, f"unknown value '{n}'.{did_you_mean(n, known)} A value is one of this "
+                                       f"file's scores ({', '.join(self.scores)}), a trial value ({', '.join(trial)}) "
+                                       f"or the mean of a tier-1 metric (e.g. rep_3, distinct_1, fluency_proxy)")
         return self
 
     @property

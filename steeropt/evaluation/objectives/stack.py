@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from steeropt.errors import JudgeError
 from steeropt.evaluation.objectives.aggregate import harmonic_mean, mean, mean_ci, scalarize
-from steeropt.evaluation.objectives.config import PROMPT_METRICS, TIER1_METRICS, ObjectiveSpec, compare
+from steeropt.evaluation.objectives.config import (FORCED_METRICS, PROMPT_METRICS, TIER1_METRICS, ObjectiveSpec,
+                                                   compare)
 from steeropt.evaluation.objectives.gates import audit_draw, gate_reasons
 from steeropt.evaluation.objectives.tier1 import ConceptInfo, Tier1
 from steeropt.timing import phase
@@ -69,7 +70,7 @@ class ObjectiveStack:
         self.rubric_scores = {k: s.rubric for k, s in spec.scores.items() if s.rubric is not None}
         # running totals over every evaluate() call: judge requests sent, and those the gates spared
         self.totals = Counter()
-        # issue 11: a calibrated score judges with the rubric it was fitted on, then maps (calibration.py)
+        # a calibrated score judges with the rubric it was fitted on, then maps (calibration.py)
         self.calibrated = {}
         if any(s.calibrated for s in spec.scores.values()):
             from steeropt.evaluation import calibration
@@ -82,6 +83,8 @@ class ObjectiveStack:
         used = spec.uses() | {f for c in self.calibrated.values() for f, _ in c.features}
         used |= {(c.source or {}).get("metric") for c in self.calibrated.values()}
         self.tier1.preference = spec.tier1.preference if spec.tier1.preference is not None else bool(used & set(PROMPT_METRICS))
+        forced = spec.tier1.teacher_forced
+        self.tier1.teacher_forced = forced if forced is not None else bool(used & set(FORCED_METRICS))
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
@@ -113,19 +116,21 @@ class ObjectiveStack:
             filt = [i for i, x in enumerate(samples) if x.candidate == p and reasons[i]]
             key = repr((plan.sites, plan.alphas, sorted(plan.params.items())))
             audited.update(audit_draw(filt, spec.audit.share, spec.audit.seed, key))
-        # One judge call for the whole batch: survivors get every rubric, audits too.
-        to_judge = [i for i in range(len(samples)) if not reasons[i] or i in audited]
+        # One judge call for the whole batch: survivors get every rubric, audits too. A filtered sample is judged
+        # only on the scores its gates do not floor (a fluency gate says nothing about the concept).
         reqs, where = [], []
-        if self.rubric_scores and to_judge:
+        if self.rubric_scores:
             from steeropt.evaluation.judges import JudgeRequest  # judges package; imported lazily
 
-            for i in to_judge:
+            for i, x in enumerate(samples):
+                full = not reasons[i] or i in audited
                 for name, rubric in self.rubric_scores.items():
-                    x = samples[i]
-                    reqs.append(JudgeRequest(rubric=rubric, prompt=x.prompt, response=x.text, concept=self.concept.judge_text))
-                    where.append((i, name))
+                    if full or name not in spec.filtered_score:
+                        reqs.append(JudgeRequest(rubric=rubric, prompt=x.prompt, response=x.text,
+                                                 concept=self.concept.judge_text))
+                        where.append((i, name))
         self.totals.update(samples=len(samples), judge_requests=len(reqs),
-                           spared_requests=(len(samples) - len(to_judge)) * len(self.rubric_scores))
+                           spared_requests=len(samples) * len(self.rubric_scores) - len(reqs))
         with phase("judge"):
             results = self.judge.judge(reqs) if reqs else []
         if len(results) != len(reqs):
@@ -147,14 +152,14 @@ class ObjectiveStack:
             if filtered and name in spec.filtered_score:
                 scores[name] = spec.filtered_score[name]
                 continue
-            # a filtered sample is never judged, but scores that need no judge cost nothing and stay measured
-            # (broken text can still be on-concept; its floored coherency keeps it infeasible)
+            # a filtered sample keeps every score its gates do not floor (broken text can still be on-concept;
+            # its floored coherency keeps it infeasible): judged on those rubrics, or from the cheap metrics
             needs_judge = src.rubric is not None or (name in self.calibrated and self.calibrated[name].rubric)
-            if filtered and needs_judge:
+            if filtered and needs_judge and name not in judged:
                 scores[name] = None
                 unscored.append(name)
                 continue
-            if name in self.calibrated:  # issue 11
+            if name in self.calibrated:  # calibration.py
                 cal = self.calibrated[name]
                 raw = judged[name].score if cal.rubric else (m.get(cal.source["metric"]) if cal.source else None)
                 scores[name] = cal.predict([{**m, "score": raw}])[0]

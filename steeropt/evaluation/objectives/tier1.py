@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from steeropt.errors import SteeroptError
 from steeropt.evaluation.objectives import metrics as M
-from steeropt.evaluation.objectives.config import Tier1Settings
-from steeropt.evaluation.objectives.quality import Quality  # issue 11
+from steeropt.evaluation.objectives.config import FORCED_METRICS, Tier1Settings
+from steeropt.evaluation.objectives.quality import Quality
 from steeropt.evaluation.objectives.scoring import Row, preference_utility, stop_ids, surprisal_and_kl
 from steeropt.types import InterventionPlan, Sample
 
@@ -57,9 +57,17 @@ class Tier1:
         self._base_surprisal: dict[tuple, float | None] = {}  # (prompt_ids, token_ids) -> surprisal
         self._completion_cache: dict = {}
         self.preference = True  # the completion-preference pass; the objective stack turns it off when unused
-        # issue 11: neutral-context fluency and relevance PMI (quality.py)
+        self.teacher_forced = True  # surprisal, KL and quality passes; the objective stack turns them off when unused
+        # neutral-context fluency and relevance PMI (quality.py)
         self.quality = Quality(lm, instruction=self.settings.neutral_instruction, tau=self.settings.fluency_tau,
                                batch_size=self.settings.batch_size)
+
+    def scoring_ids(self, x: Sample) -> list[int]:
+        """The context a sample is scored in: its prompt as the user gave it. A prompted-arm sample was generated
+        after a system instruction; its relevance and surprisal are about the user's prompt, not the instruction."""
+        if not x.instruction:
+            return list(x.prompt_ids)
+        return self.lm.tokenizer(self.lm.render(x.prompt), add_special_tokens=False)["input_ids"]
 
     def baseline_reference(self, baseline: Sequence[Sample]) -> dict:
         """Mean unsteered surprisal of the baseline (alpha = 0) samples per prompt, per family and overall."""
@@ -107,7 +115,12 @@ class Tier1:
                             loop_max_period=s.loop_max_period, loop_min_span=s.loop_min_span)
             for x in samples
         ]
-        rows = [Row(list(x.prompt_ids), list(x.token_ids), plan=x.candidate) for x in samples]
+        if not self.teacher_forced:  # the objective reads none of them: token and text metrics only
+            for m in out:
+                m.update({k: None for k in FORCED_METRICS}, drift_ref=None, preference=None, preference_base=None,
+                         utility=None)
+            return out
+        rows = [Row(self.scoring_ids(x), list(x.token_ids), plan=x.candidate) for x in samples]
         scored = surprisal_and_kl(self.lm, rows, batch_size=s.batch_size, kl_positions=s.kl_positions,
                                   plans=plans if steered else None, vectors=vectors)
         ref = self.baseline_reference(baseline) if baseline else None
@@ -124,17 +137,18 @@ class Tier1:
             m["drift_ref"] = where if drift is not None else None
             m["coherency_proxy"] = None if drift is None else math.exp(-max(0.0, drift) / s.proxy_tau)
             m.update(preference=None, preference_base=None, utility=None)
-        # issue 11: quality metrics from the same unsteered surprisals (quality.py)
+        # quality metrics from the same unsteered surprisals (quality.py)
         base_sur = [self._base_surprisal[(tuple(b.prompt_ids), tuple(b.token_ids))] for b in baseline] if baseline else None
         for m, q in zip(out, self.quality.compute(samples, [m["surprisal"] for m in out], [m["rep_3"] for m in out],
                                                   baseline, base_sur)):
             m.update(q)
         c = self.concept
         if steered and self.preference and c.positive_completions and c.negative_completions:
-            prompts = sorted({tuple(x.prompt_ids) for x in samples})
+            ids = [tuple(self.scoring_ids(x)) for x in samples]
+            prompts = sorted(set(ids))
             pidx = {p: i for i, p in enumerate(prompts)}
             pu = preference_utility(self.lm, [list(p) for p in prompts], c.positive_completions, c.negative_completions,
                                     plans, vectors, batch_size=s.batch_size, cache=self._completion_cache)
-            for x, m in zip(samples, out):
-                m.update(pu[(x.candidate, pidx[tuple(x.prompt_ids)])])
+            for x, i, m in zip(samples, ids, out):
+                m.update(pu[(x.candidate, pidx[i])])
         return out

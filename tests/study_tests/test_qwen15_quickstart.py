@@ -1,0 +1,65 @@
+"""The quickstart's real parts on Qwen2.5-Coder-1.5B-Instruct, loaded once: the 1.5B steered at layer 14 and
+judging its own outputs from the same loaded copy, the prompted arm beside the trials, and pick's held-out verdict
+with the unsteered and prompted answers. A small budget (3 strengths, 3 selection + 3 held-out prompts, 24 tokens)."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from steeropt.report.arms import ARMS_KEY
+from steeropt.report.pick import pick
+from steeropt.runner.study import Study
+from tests.study_tests.conftest import DATA, REPO
+
+
+def spec_file(tmp_path) -> str:
+    spec = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())
+    spec.pop("include")
+    part = yaml.safe_load((REPO / "studies" / "wedding.part.yaml").read_text())
+    prompts = [json.loads(line)["prompt"] for line in (DATA / "advice.jsonl").read_text().splitlines()[:6]]
+    spec |= {"name": "qs15", "concept": part["concept"],
+             "vectors": [{**spec["vectors"][0], "positive": str(DATA / "wedding_positive.txt"),
+                          "negative": str(DATA / "wedding_neutral.txt")}],
+             "prompts": {"families": [{"name": "advice", "prompts": prompts}]},
+             "decoding": {"max_new_tokens": 24},
+             "optimizer": {"name": "grid", "settings": {"grid_size": 3}},
+             "budget": {"trials": 3, "batch_size": 3, "prompts_per_trial": 3},
+             "storage": f"sqlite:///{tmp_path / 'study.db'}", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "traces": 0.0}
+    path = tmp_path / "qs15.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def test_quickstart_parts_on_the_1p5b(qwen15, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = spec_file(tmp_path)
+    study = Study.from_spec(path)
+    study.setup(lm=qwen15)
+    try:
+        assert study.judge.lm is qwen15  # the judge grades with the steered model's own loaded copy
+        df = study.run()
+        arms = study.optimizer.study.user_attrs[ARMS_KEY]
+    finally:
+        study.close()
+    assert set(df["state"]) == {"COMPLETE"} and len(df) == 3
+    # the teacher-forced passes are skipped: the objective reads only text gates and judged scores
+    assert study.stack.tier1.teacher_forced is False and df["value.kl"].isna().all()
+    assert set(arms) == {"unsteered", "prompted"}
+    # asked for weddings in a system line, the unsteered 1.5B talks about them; unasked, it does not
+    assert arms["prompted"]["values"]["concept"] > arms["unsteered"]["values"]["concept"] + 0.3
+    texts = [json.loads(x)["text"] for x in (tmp_path / "runs" / "qs15" / "arm_prompted.jsonl").read_text().splitlines()]
+    assert len(texts) == 3 and all(texts)
+
+    res = pick(path, lm=qwen15, out=tmp_path / "profile", gguf=False)
+    fam = res.to_dict()["families"]["advice"]
+    assert fam["status"] in ("ok", "no_deployable_setting")
+    if res.families["advice"].chosen is not None:
+        # the held-out verdict stands beside the unsteered and the prompted model, with paired differences
+        assert {"held_out", "unsteered_held_out", "prompted_held_out", "versus", "held_out_texts"} <= set(fam)
+        assert len(fam["held_out_texts"]) == 3 and {"steered", "unsteered", "prompted"} <= set(fam["held_out_texts"][0])
+        d = fam["versus"]["prompted"]["concept"]
+        assert d["n"] == 3 and d["ci"][0] <= d["diff"] <= d["ci"][1]
+        assert fam["verdict"]["versus_prompt"].split(":")[0] in ("steering wins", "prompt wins", "no clear difference")
+    assert json.loads((tmp_path / "profile" / "pick.json").read_text())["families"]["advice"]["status"] == fam["status"]
