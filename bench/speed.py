@@ -64,19 +64,24 @@ def flops_per_token(lm, context: int) -> float:
     return 2 * linear + 4 * a.n_layers * context * a.n_heads * a.head_dim
 
 
-def _setup(rows_needed: int):
+# model -> (layer of the wedding vector, α step of the 8 candidate plans): the quickstart sites of each model
+MODELS = {"smollm2-135m-instruct": (10, 0.02), "qwen2.5-coder-1.5b-instruct": (14, 0.1)}
+
+
+def _setup(rows_needed: int, model: str = "smollm2-135m-instruct"):
     from steeropt.engine.generation import Decoding, Generator
     from steeropt.engine.models import load_model
     from steeropt.engine.vectors import VectorSet, diff_in_means
     from steeropt.types import InterventionPlan, Site
 
-    plain_lm, fast_lm = load_model(use_cache=False), load_model()
+    layer, step = MODELS[model]
+    plain_lm, fast_lm = load_model(model, use_cache=False), load_model(model)
     read = lambda n: [l.strip() for l in (ROOT / "studies/data" / n).read_text().splitlines() if l.strip()]  # noqa: E731
     vs = VectorSet()
-    vs.add(diff_in_means(plain_lm, read("wedding_positive.txt"), read("wedding_neutral.txt"), 10, name="wedding"))
+    vs.add(diff_in_means(plain_lm, read("wedding_positive.txt"), read("wedding_neutral.txt"), layer, name="wedding"))
     prompts = [(f, json.loads(l)["prompt"]) for f in ("open_ended", "advice", "descriptions")
                for l in (ROOT / f"studies/data/{f}.jsonl").read_text().splitlines() if l.strip()]
-    plans = [InterventionPlan([Site(10, "add", "wedding")], [0.02 * (i + 1)]) for i in range(8)]
+    plans = [InterventionPlan([Site(layer, "add", "wedding")], [step * (i + 1)]) for i in range(8)]
     plain, fast = Generator(plain_lm, vs, fast=False), Generator(fast_lm, vs)
     plain.run(prompts[:2], plans[:1], Decoding(max_new_tokens=2))  # warm-up (first-call allocations)
     fast.run(prompts[:2], plans[:1], Decoding(max_new_tokens=2))
@@ -228,6 +233,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--judge-n", type=int, default=None, help="labelled items for the judge arms (x 3 rubrics)")
     ap.add_argument("--quickstart-plain", action="store_true", help="also run the quickstart with STEEROPT_FAST=0")
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--model", default="smollm2-135m-instruct", choices=sorted(MODELS),
+                    help="the model of the generation arms (limit, gen, breakdown, batching, int8)")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
     import torch
@@ -239,7 +246,7 @@ def main(argv=None) -> dict:
     repeats = 1 if args.quick else 2
     r: dict = {"threads": torch.get_num_threads()}
     if parts & {"gen", "breakdown", "batching", "int8", "limit"}:
-        plain, fast, prompts, plans, Decoding, IP = _setup(64)
+        plain, fast, prompts, plans, Decoding, IP = _setup(64, args.model)
         dec = Decoding(max_new_tokens=tokens)
     if "limit" in parts:
         g = matmul_gflops()

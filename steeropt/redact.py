@@ -4,8 +4,8 @@ artifacts, traces and assessments; runs/ files; console output; log records).
 `redact(text)` removes
 - the password of any URL (`postgresql+psycopg2://steer:***@host`, `postgresql://:***@host`), and for http(s)
   URLs a user part without a password too (a token used as user name: `https://***@host`);
-- the value of a secret-looking query or keyword parameter (`?password=***`, `&sslpassword=***`,
-  `api_key=***`, libpq's `password=***`);
+- the value of a secret-looking URL query parameter (`?password=***`, `&sslpassword=***`, `&api_key=***`) and
+  of libpq's keyword form (`host=db password=***`);
 - every secret registered with `register` (the API keys the study's judge and server read from the
   environment, the passwords found in the spec's URLs), wherever it appears.
 `scrub(obj)` applies it to every string inside dicts, lists and tuples. `install()` hooks it into Python's
@@ -25,7 +25,8 @@ SECRET_PARAMS = ("password", "passwd", "pwd", "sslpassword", "secret", "client_s
                  "api_key", "apikey", "api-key", "auth", "authorization", "key")
 KEY_ENVS = ("OPENAI_API_KEY", "STEEROPT_SERVE_API_KEY")
 _AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@")
-_PARAM = re.compile(r"(?P<lead>(?:^|[?&;\s,(\"'])(?:%s)\s*=\s*)(?P<value>[^&#\s;,)\"']+)"
+# a secret-looking parameter of a URL query (`?password=`, `&api_key=`), or libpq's keyword form (`password=...`)
+_PARAM = re.compile(r"(?P<lead>(?:[?&;](?:%s)|(?:^|(?<=\s))(?:password|sslpassword))=)(?P<value>[^&#\s;,)\"']+)"
                     % "|".join(re.escape(k) for k in SECRET_PARAMS), re.IGNORECASE)
 _secrets: set[str] = set()
 _lock = threading.Lock()

@@ -25,6 +25,9 @@ TEXT_ONLY = {"rep_3", "degenerate", "distinct_1"}
 # (metric, op): a sample with `metric op threshold` is gated as broken
 CANDIDATES = [("rep_3", ">"), ("degenerate", ">"), ("distinct_1", "<"), ("surprisal_drift", ">"),
               ("neutral_drift", ">"), ("neutral_surprisal", ">"), ("fluency_proxy", "<")]
+# precision each threshold must reach on the concepts it is chosen on: 0.9 (the shipping bar), or 1.0 (a margin
+# for the unseen concept); both are reported, and the bar for shipping is 0.9 on every held-out concept
+CHOOSE_AT = (0.9, 1.0)
 
 
 def _rel(p: str) -> str:
@@ -45,9 +48,9 @@ def main(files: list[Path], out: Path) -> str:
     recs = score_items(lm, spec, items, None, baseline=baseline_for(lm, items))
     metrics = [r["metrics"] for r in recs]
     concepts = sorted({it.concept for it in items})
-    results = [loco_gate(m, op, [x.get(m) for x in metrics], items) for m, op in CANDIDATES]
-    rows = ["| gate | text-only | shipped threshold | qualifies | pooled LOCO precision / recall | "
-            + " | ".join(concepts) + " |", "|---" * (5 + len(concepts)) + "|"]
+    results = [loco_gate(m, op, [x.get(m) for x in metrics], items, choose_at=at) for at in CHOOSE_AT for m, op in CANDIDATES]
+    rows = ["| gate | text-only | chosen at precision | shipped threshold | qualifies | pooled LOCO precision / recall | "
+            + " | ".join(concepts) + " |", "|---" * (6 + len(concepts)) + "|"]
     for r in results:
         t = "none" if r["threshold"] is None else f"{r['threshold']:.4g}"
         cells = []
@@ -56,13 +59,14 @@ def main(files: list[Path], out: Path) -> str:
             cells.append("no threshold" if f["threshold"] is None else
                          f"{_fmt(f['precision'])} / {_fmt(f['recall'])} (t {f['threshold']:.3g}; {f['fired']}/{f['broken']}/{f['n']})")
         p = r["pooled"]
-        rows.append(f"| {r['metric']} {r['op']} | {'yes' if r['metric'] in TEXT_ONLY else 'no'} | {t} | "
+        rows.append(f"| {r['metric']} {r['op']} | {'yes' if r['metric'] in TEXT_ONLY else 'no'} | {r['choose_at']:g} | {t} | "
                     f"{'**yes**' if r['qualifies'] else 'no'} | {_fmt(p['precision'])} / {_fmt(p['recall'])} | " + " | ".join(cells) + " |")
     n_broken = sum(it.labels.get("coherency") == 0 for it in items)
     text = ("# Cheap gates for broken text, chosen leave-one-concept-out\n\n"
             f"Positive class: coherency label 0 ({n_broken} of {len(items)} items). Labels: "
             + ", ".join(f"`{_rel(str(f))}`" for f in files) + ".\n"
-            "Per held-out concept: the threshold chosen on the OTHER concepts (most recall with precision >= 0.9), then\n"
+            "Per held-out concept: the threshold chosen on the OTHER concepts (most recall with precision >= the\n"
+            "'chosen at' target: 0.9, or 1.0 to leave a margin), then\n"
             "precision / recall on the held-out concept (t = that threshold; fired / broken / n). A gate qualifies only if\n"
             "the held-out precision is >= 0.9 on every concept; its shipped threshold is the same rule on all concepts.\n"
             "Metrics: the unsteered embedded SmolLM2-135M (drift references are its own greedy answers to the labelled\n"

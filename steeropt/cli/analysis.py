@@ -1,11 +1,13 @@
 """CLI commands `compare`, `pick` and `generate`, registered on the steeropt app."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from steeropt.cli._app import app, out
+from steeropt.cli.tables import hanging
 from steeropt.errors import SteeroptError
 
 
@@ -111,6 +113,7 @@ def pick(study: str = typer.Argument(..., help="study name or file"),
         print(json.dumps(res.to_dict(), indent=1))
         return
     _print_pick(res)
+    print_next_steps(res, build("study", study), study)
 
 
 def _print_pick(res) -> None:
@@ -131,40 +134,95 @@ def _print_pick(res) -> None:
         setting = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in c.params.items()) if c else "—"
         out.print(f"\n[bold]{f}[/]: {head} — {setting}  (from {p.source}{', robust' if p.robust else ''})", highlight=False)
         if p.reason:
-            out.print(f"  why: {p.reason}", highlight=False)
+            _say("  why: ", p.reason)
         spot = p.sweet_spot or {}
         if "interval" in spot:
             if spot["interval"]:
                 (a, b), ci = spot["interval"], spot.get("interval_ci")
                 ends = f"; ends [{ci[0][0]:.3g}, {ci[0][1]:.3g}] and [{ci[1][0]:.3g}, {ci[1][1]:.3g}]" if ci else ""
-                out.print(f"  sweet spot ({res.maximize} ≥ {spot['target']:g}, constraints met): [{a:.3g}, {b:.3g}], "
-                          f"width {spot['width']:.3g} [{spot['width_ci'][0]:.3g}, {spot['width_ci'][1]:.3g}]{ends}; "
-                          f"P(empty) {spot['p_empty']:.2f}", highlight=False)
+                _say("  sweet spot: ", f"({res.maximize} ≥ {spot['target']:g}, constraints met) [{a:.3g}, {b:.3g}], "
+                     f"width {spot['width']:.3g} [{spot['width_ci'][0]:.3g}, {spot['width_ci'][1]:.3g}]{ends}; "
+                     f"P(empty) {spot['p_empty']:.2f}")
             else:
-                out.print(f"  sweet spot: empty (P(empty) {spot.get('p_empty', 1.0):.2f}) — {spot.get('reason', '')}",
-                          highlight=False)
+                _say("  sweet spot: ", f"empty (P(empty) {spot.get('p_empty', 1.0):.2f}) — {spot.get('reason', '')}")
+        note = outside_note(p)
+        if note:
+            _say("  note: ", note)
         t = Table(show_edge=False, pad_edge=False, box=None)
-        t.add_column("")
+        t.add_column("", no_wrap=True)
         for n in shown:
-            t.add_column(n, justify="right")
+            t.add_column(n, justify="right", no_wrap=True)
         if c is not None:
-            src = "selection (fresh prompts)" if p.reevaluated else ("selection (fit)" if p.source == "fit" else "selection")
+            src = "selection (fresh)" if p.reevaluated else ("selection (fit)" if p.source == "fit" else "selection")
             t.add_row(src, *[_vci(c.values.get(n), c.intervals.get(n)) for n in shown])
         if p.held_out:
-            t.add_row(f"held-out ({len(p.held_out_prompts)} prompts)", *[_vci(*p.held_out.get(n, (None, None))) for n in shown])
+            t.add_row(f"held-out ({len(p.held_out_prompts)})", *[_vci(*p.held_out.get(n, (None, None))) for n in shown])
             t.add_row("unsteered held-out", *[_vci(*p.unsteered_held_out.get(n, (None, None))) for n in shown])
             for arm, vals in p.arms_held_out.items():
                 t.add_row(f"{arm.replace('_', ' + ')} held-out", *[_vci(*vals.get(n, (None, None))) for n in shown])
         out.print(t)
         if p.verdict.get("versus_prompt"):
-            out.print(f"  against the prompt: {p.verdict['versus_prompt']}", highlight=False)
+            _say("  against the prompt: ", p.verdict["versus_prompt"])
+        for step in p.next_steps:
+            _say("  try next: ", step)
         if p.held_out_prompts:
-            out.print("  held-out prompts: " + "; ".join(p.held_out_prompts[:3])
-                      + (f"; … ({len(p.held_out_prompts)} in all, see pick.json)" if len(p.held_out_prompts) > 3 else ""),
-                      highlight=False)
+            _say("  held-out prompts: ", "; ".join(p.held_out_prompts[:3])
+                 + (f"; … ({len(p.held_out_prompts)} in all, see pick.json)" if len(p.held_out_prompts) > 3 else ""))
     if res.profile:
         out.print(f"\nprofile: {res.profile}/profile.yaml; curves: {res.profile}/dose_fits.png; every prompt and "
                   f"value: {res.profile}/pick.json", highlight=False)
+
+
+def print_next_steps(res, st, study_ref: str) -> None:
+    """For the families without a deployable setting: what to try next, from the study's own evidence
+    (report.advice): the condition that emptied the sweet spot and the options it points to."""
+    import optuna
+
+    from steeropt.report.advice import family_advice, missing_keywords, study_advice
+
+    stuck = {f: p for f, p in res.families.items() if p.status != "ok" and p.curves}
+    if not stuck:
+        return
+    space = st.part("search_space")
+    params = [q for q in space.parameters() if q.choices is None]
+    searched = (params[0].low, params[0].high) if len(params) == 1 else None
+    floors = {n: v for n, op, v in res.constraints if op == ">="}
+    out.print("\nwhat to try next (from this study's evidence):", highlight=False)
+    for f, p in stuck.items():
+        for line in family_advice(p.curves, p.sweet_spot or {}, concept=res.maximize, target=res.concept_target,
+                                  floors=floors, searched=searched, study_ref=study_ref,
+                                  prompts_per_trial=st.budget.prompts_per_trial):
+            _say(f"  {f}: ", line)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = optuna.load_study(study_name=st.name, storage=st.storage).get_trials(deepcopy=False)
+    words = missing_keywords(Path("runs") / st.name, list(st.concept.keywords),
+                             alpha_param=params[0].name if len(params) == 1 else None, trials=trials)
+    layer = next((s.layer for s in space.sites), None)
+    for line in study_advice(concept_name=st.concept.name, layer=layer, keywords_missing=words):
+        _say("  every family: ", line)
+
+
+def _say(label: str, text: str) -> None:
+    """An indented line of the pick report, wrapped at the terminal width under its own text."""
+    out.print(hanging(label, text), highlight=False, markup=False)
+
+
+def outside_note(p) -> str | None:
+    """Why a family's chosen α lies outside its printed sweet spot, or None when it lies inside (or there is
+    no one-α choice or no interval to compare with)."""
+    spot, c = p.sweet_spot or {}, p.chosen
+    if c is None or len(c.params) != 1 or not spot.get("interval"):
+        return None
+    x = next(iter(c.params.values()))
+    if not isinstance(x, (int, float)):
+        return None
+    a, b = spot["interval"]
+    if a - 1e-9 <= x <= b + 1e-9:
+        return None
+    why = ("the re-evaluation on fresh prompts replaced the fitted choice" if p.reevaluated and "reeval" in (p.source or "")
+           else "the choice is the smallest α within 0.02 of the best fitted concept where the constraints hold"
+           + (" with their lower 95% band (robust)" if p.robust else "") + ", which need not reach the concept target")
+    return f"the chosen α {x:.3g} lies outside the sweet spot [{a:.3g}, {b:.3g}]: {why}"
 
 
 def _vci(v, ci) -> str:

@@ -173,7 +173,10 @@ def calibrate(
         return
     out.print(f"wrote {out_file}; agreement {report['method']} (never the training fit):")
     for axis, e in report["axes"].items():
-        out.print(f"  {axis:10s} spearman {_fmt(e)}")
+        out.print(f"  {axis:10s} spearman {_fmt(e)}" + (f"   leave-one-concept-out on the calibration labels {_fmt(e['loco'])}"
+                                                       if e.get("loco") else ""))
+        for c, f in (e.get("loco") or e).get("folds", {}).items():
+            out.print(f"    held out {c:20s} {_fmt(f)}")
 
 
 @judge_app.command("export")

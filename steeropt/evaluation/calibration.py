@@ -160,7 +160,8 @@ def calibrate(spec, items, recs, test_items=None, test_recs=None) -> tuple[dict[
     """Fit each axis on all of (items, recs); report agreement ONLY out of fold.
 
     Without a test set: leave-one-concept-out (each concept predicted by a map fitted on the others).
-    With one: fitted on all the calibration items, reported on the test items.
+    With one: fitted on all the calibration items, reported on the test items, plus "loco": leave-one-concept-out
+    over the calibration file's own concepts (when it has 2+).
     Returns (calibrators fitted on everything, report). The training fit is never reported.
     """
     from steeropt.evaluation.validation import axis_score_names, spearman_ci
@@ -191,21 +192,34 @@ def calibrate(spec, items, recs, test_items=None, test_recs=None) -> tuple[dict[
             if len(concepts) < 2:
                 raise SteeroptError(f"axis '{axis}': leave-one-concept-out needs labels of 2+ concepts, got {concepts}; "
                                     "give a held-out file with --test")
-            oof: dict[int, float | None] = {}
-            folds = {}
-            for c in concepts:
-                tr = [j for j, i in enumerate(keep) if items[i].concept != c]
-                te = [j for j, i in enumerate(keep) if items[i].concept == c]
-                if len({y[j] for j in tr}) < 2:
-                    continue  # nothing to learn from the other concepts
-                m = fit(axis, source, [X[j] for j in tr], [y[j] for j in tr])
-                p = m.predict([X[j] for j in te])
-                oof.update(zip(te, p))
-                ok = [(a, y[j]) for a, j in zip(p, te) if a is not None]
-                folds[c] = spearman_ci([a for a, _ in ok], [b for _, b in ok], n_resamples=200)
-            js = [j for j in sorted(oof) if oof[j] is not None]
-            entry.update(spearman_ci([oof[j] for j in js], [y[j] for j in js]))
-            entry["folds"] = folds
-            entry["predictions"] = {str(items[keep[j]].line): oof[j] for j in sorted(oof)}
+        if len({items[i].concept for i in keep}) >= 2:
+            loco = _loco(axis, source, X, y, [items[i].concept for i in keep])
+            loco["predictions"] = {str(items[keep[j]].line): p for j, p in loco["predictions"].items()}
+            if test_items is None:
+                entry.update(loco)
+            else:
+                entry["loco"] = loco  # the calibration file's own concepts, each predicted by a map fitted on the others
         report["axes"][axis] = entry
     return cals, report
+
+
+def _loco(axis: str, source, X: list[dict], y: list[int], concepts: list[str]) -> dict:
+    """Leave-one-concept-out agreement: each concept predicted by a map fitted on the others; the out-of-fold
+    predictions pooled (Spearman with a bootstrap 95% interval) and per held-out concept ("folds")."""
+    from steeropt.evaluation.validation import spearman_ci
+
+    oof: dict[int, float | None] = {}
+    folds = {}
+    for c in sorted(set(concepts)):
+        tr = [j for j, x in enumerate(concepts) if x != c]
+        te = [j for j, x in enumerate(concepts) if x == c]
+        if len({y[j] for j in tr}) < 2:
+            continue  # nothing to learn from the other concepts
+        m = fit(axis, source, [X[j] for j in tr], [y[j] for j in tr])
+        p = m.predict([X[j] for j in te])
+        oof.update(zip(te, p))
+        ok = [(a, y[j]) for a, j in zip(p, te) if a is not None]
+        folds[c] = spearman_ci([a for a, _ in ok], [b for _, b in ok], n_resamples=200)
+    js = [j for j in sorted(oof) if oof[j] is not None]
+    return {**spearman_ci([oof[j] for j in js], [y[j] for j in js]), "folds": folds,
+            "predictions": {j: oof[j] for j in sorted(oof)}}

@@ -34,14 +34,18 @@ def _fires(v, op: str, t: float | None) -> bool:
 
 
 def loco_gate(metric: str, op: str, values: Sequence[float | None], items: Sequence[LabelItem],
-              min_precision: float = MIN_PRECISION) -> dict:
+              min_precision: float = MIN_PRECISION, choose_at: float | None = None) -> dict:
     """LOCO threshold choice for one gate `metric op threshold` over the items' concepts.
+
+    choose_at: the precision the threshold must reach on the concepts it is chosen on (default min_precision);
+    a stricter target leaves a margin for the unseen concept. The shipping bar stays min_precision.
 
     values: the metric per item (None = missing, never fires). Items without a coherency label are left out.
     Returns {"metric", "op", "threshold" (chosen on all concepts, None if none qualifies on them),
     "qualifies", "folds": {concept: {"threshold", "precision", "recall", "fired", "broken", "n"}},
     "pooled": the same figures over every held-out decision}.
     """
+    target = min_precision if choose_at is None else choose_at
     keep = [i for i, it in enumerate(items) if "coherency" in it.labels]
     vals = [values[i] for i in keep]
     broken = [items[i].labels["coherency"] == 0 for i in keep]
@@ -50,12 +54,12 @@ def loco_gate(metric: str, op: str, values: Sequence[float | None], items: Seque
     for c in sorted(set(concepts)):
         tr = [j for j, x in enumerate(concepts) if x != c]
         te = [j for j, x in enumerate(concepts) if x == c]
-        t = choose_threshold([vals[j] for j in tr], [broken[j] for j in tr], op, min_precision)
+        t = choose_threshold([vals[j] for j in tr], [broken[j] for j in tr], op, target)
         fired = [_fires(vals[j], op, t) for j in te]
         for j, f in zip(te, fired):
             fired_all[j] = f
         folds[c] = {"threshold": t, **confusion(fired, [broken[j] for j in te])}
     qualifies = bool(folds) and all(f["threshold"] is not None and (f["precision"] is None or f["precision"] >= min_precision)
                                     for f in folds.values())
-    return {"metric": metric, "op": op, "threshold": choose_threshold(vals, broken, op, min_precision),
+    return {"metric": metric, "op": op, "choose_at": target, "threshold": choose_threshold(vals, broken, op, target),
             "qualifies": qualifies, "folds": folds, "pooled": confusion(fired_all, broken)}

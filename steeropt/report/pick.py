@@ -86,6 +86,7 @@ class FamilyPick:
     arms_held_out: dict = field(default_factory=dict)  # "prompted" (and "prompted_steered") -> like held_out
     arm_differences: dict = field(default_factory=dict)  # arm -> value name -> paired steered − arm (runner.arms)
     held_out_texts: list = field(default_factory=list)  # per held-out prompt: the steered, unsteered, prompted texts
+    next_steps: list = field(default_factory=list)  # what to try when the family has no deployable setting
     held_out_counts: dict = field(default_factory=dict)
     sites: list = field(default_factory=list)
     source: str = "trials"  # what chose the setting: "fit" | "trials", then "+reevaluation"
@@ -153,6 +154,7 @@ class PickResult:
                        **{f"{arm}_held_out": {k: _vci(*v) for k, v in vals.items() if k in self._shown()}
                           for arm, vals in p.arms_held_out.items()},
                        "versus": _jsonable(p.arm_differences), "held_out_texts": p.held_out_texts,
+                       "next_steps": p.next_steps,
                        "held_out_counts": _jsonable(p.held_out_counts), "verdict": _jsonable(p.verdict),
                        "selection_prompts": p.selection_prompts, "held_out_prompts": p.held_out_prompts,
                        "closest": _jsonable(p.closest)}
@@ -506,6 +508,8 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
                 _verdict(p, result)
             elif p.status == "ok" and not p.sites:
                 p.status, p.reason = "no_deployable_setting", "the chosen setting does not steer (α = 0)"
+        for p in result.families.values():
+            p.next_steps = next_steps(p, result, spec)
         if target_dir is not None:
             result.files[0] = _plot(result, target_dir / "dose_fits.png")  # now with the verdicts
             from steeropt.report.profiles import write_profile
@@ -555,6 +559,38 @@ def _verdict(p: FamilyPick, res: PickResult) -> None:
     elif fails:
         p.status = "no_deployable_setting"
         p.reason = "on the held-out prompts " + ", ".join(fails)
+
+
+def next_steps(p: FamilyPick, res: PickResult, spec) -> list[str]:
+    """What to try when a family has no deployable setting, from the pick's own evidence: which condition emptied
+    the sweet spot, and the options that address it (each with the command)."""
+    if p.status == "ok":
+        return []
+    name, space = spec.source, spec.part("search_space")
+    sites = list(space.sites)
+    layer = sites[0].layer if sites else None
+    high = max((s.alpha.high for s in sites if getattr(s, "alpha", None) is not None), default=None)
+    why = (p.sweet_spot or {}).get("reason", "") + " " + (p.reason or "")
+    steps = []
+    if "never reaches" in why and high is not None:
+        steps.append(f"the concept stays below its target inside the searched range: widen it (search_space "
+                     f"alpha.high above {high:g}) after looking at `steeropt sweep --concept {spec.concept.name} "
+                     f"--layer {layer} --alphas 0,{high:g},{1.5 * high:g},{2 * high:g}`")
+    if "the fitted" in why and "is at most" in why:
+        axis = why.split("the fitted ")[-1].split(" is at most")[0]
+        steps.append(f"{axis} falls before the concept arrives (takeover): try another layer from the sweep "
+                     f"(`steeropt sweep --concept {spec.concept.name} --layer {max(0, (layer or 0) - 4)},"
+                     f"{(layer or 0) + 4}`), or the clamp or head_add controller (`steeropt new study ... "
+                     "--controller clamp`)")
+        steps.append(f"a lower τ admits more of the curve at a cost in {axis}: `steeropt pick {name} --min-coherency "
+                     f"{max(0.0, res.min_coherency - 0.1):.1f}` shows what it buys")
+    if p.verdict and p.verdict.get("beats_unsteered") is False:
+        steps.append(f"the held-out difference from the unsteered model is not clear: `steeropt plan {name}` gives the "
+                     "prompts per family that would separate it")
+    if not steps:
+        steps.append(f"`steeropt plan {name}` sizes the budget; `steeropt sweep --concept {spec.concept.name}` shows "
+                     "where the concept starts and the text breaks")
+    return steps
 
 
 def _versus_prompt(p: FamilyPick, res: PickResult) -> str | None:

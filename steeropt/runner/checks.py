@@ -9,6 +9,7 @@ instead of spending the budget.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -141,8 +142,6 @@ def check_sole_runner(optimizer) -> None:
     by a process of this host that still runs: that is a live runner, whose trial must not be failed as stale."""
     if optimizer.heartbeat_interval:
         return  # heartbeats (Optuna's fail_stale_trials) tell stale trials from live ones
-    import socket
-
     from optuna.trial import TrialState
 
     host, me, live = socket.gethostname(), os.getpid(), {}

@@ -44,3 +44,13 @@ def study_note(paths) -> str | None:
             lines.append(f"- {fam}: {status}" + (f", {setting}" if setting else "")
                          + (f" ({d['reason']})" if d.get("reason") else ""))
     return "\n".join(lines) or None
+
+
+def trial_note(params: dict, values: dict, feasible, reason: str | None = None) -> str:
+    """A trial run's description: its searched parameters and its main scores, and whether it met the constraints."""
+    setting = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in params.items())
+    main = ", ".join(f"{k} {values[k]:.2f}" for k in ("concept", "coherency", "relevance", "hm")
+                     if isinstance(values.get(k), (int, float)))
+    verdict = ("failed: " + reason if reason else "feasible (meets every constraint)" if feasible
+               else "infeasible (below a constraint's τ: off the front)")
+    return f"**{setting or 'unsteered'}**: {main or 'no scores'}; {verdict}."

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from steeropt.errors import SteeroptError
 from steeropt.redact import redact, scrub
-from steeropt.runner.run_notes import study_note, trace_value_tags
+from steeropt.runner.run_notes import study_note, trace_value_tags, trial_note
 
 STUDY_TAG = "steeropt.study"  # an MLflow tag name: stable across releases (resume finds old runs)
 TRIAL_TAG = "steeropt.trial"
@@ -225,7 +225,8 @@ class Tracker:
         params = dict(trial.params) | {f"raw.{k}": v for k, v in (ua.get("raw_alphas") or {}).items()}
         state = "COMPLETE" if trial.state.name == "COMPLETE" else "FAIL"
         reason = failed_reason(trial)
-        tags = {"state": state, **({"failed_reason": reason} if reason else {}), "feasible": str(ua.get("feasible"))}
+        tags = {"state": state, **({"failed_reason": reason} if reason else {}), "feasible": str(ua.get("feasible")),
+                "mlflow.note.content": trial_note(trial.params, ua.get("values") or {}, ua.get("feasible"), reason)}
         path = samples_file(runs_dir, trial.number)
         text = redact(path.read_text()) if path.exists() else None
         run_id = self.log_trial(trial.number, params, metrics, tags, text)

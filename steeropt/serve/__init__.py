@@ -5,7 +5,9 @@
     client.chat.completions.create(model="steeropt", messages=[...], extra_body={"family": "advice"})
 
 batcher.py collects concurrent requests for a few milliseconds and generates them in one `generate` call with
-one strength per row; app.py parses and checks requests (4xx with a message) and shapes the answers.
+one strength per row (bounded queue, per-row stop, cancellation); requests.py parses and checks a request (4xx
+with a message) and bounds the `steer` override; stream.py shapes the answers (JSON or server-sent events);
+app.py is the HTTP side (API key, content type, body size, time limit, error handling).
 """
 from steeropt.serve.app import create_app, run
 

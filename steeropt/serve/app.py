@@ -28,7 +28,9 @@ import logging
 import time
 import uuid
 
+from steeropt.engine.models import load_model
 from steeropt.errors import SteeroptError
+from steeropt.report.profiles import load_profile
 from steeropt.serve.batcher import Cancelled, Job, MicroBatcher, Overloaded
 from steeropt.serve.requests import BadRequest, Steering, SteerPolicy, parse_request
 from steeropt.serve.stream import completion_body, sse_events
@@ -66,8 +68,6 @@ def create_app(lm, profile, *, max_batch: int = 32, wait_ms: float = 10.0, max_q
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
-
-    from steeropt.report.profiles import load_profile
 
     limits = limits or Limits()
     prof = load_profile(profile)
@@ -207,9 +207,6 @@ def run(profile, *, host: str = "127.0.0.1", port: int = 8000, model: str | None
     import sys
 
     import uvicorn
-
-    from steeropt.engine.models import load_model
-    from steeropt.report.profiles import load_profile
 
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     prof = load_profile(profile)

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 
+from steeropt.errors import SteeroptError
 from steeropt.serve.batcher import Job, Output, eos_ids
 
 
@@ -95,8 +96,6 @@ async def sse_events(job: Job, batcher, tok, lm, model_name: str):
         try:
             out = fut.result()
         except Exception as exc:  # noqa: BLE001  (a row that failed: said in the stream, the server goes on)
-            from steeropt.errors import SteeroptError
-
             msg = str(exc) if isinstance(exc, SteeroptError) else "internal server error (see the server log)"
             yield _event({"error": {"message": msg, "type": "invalid_request_error", "param": None, "code": None}})
             return

@@ -157,3 +157,13 @@ def test_readme_python_example_runs(capsys):
     assert [ln.split(" ", 1)[0] for ln in lines[:3]] == ["0.0", "0.2", "0.4"]  # Sample.alpha, one per plan
     assert all(len(ln.split(" ", 1)[1]) > 10 for ln in lines[:3])  # real text at every strength
     assert len(" ".join(lines[3:]).split()) >= 5  # the steered plain-generate answer
+
+
+def test_links_between_pages_resolve():
+    bad = []
+    for page in PAGES:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            target = link.split("#", 1)[0]
+            if target and not re.match(r"[a-z]+://", target) and not (page.parent / target).exists():
+                bad.append(f"{page.relative_to(ROOT)}: {link}")
+    assert not bad, bad

@@ -212,3 +212,16 @@ def test_a_nan_row_fails_alone_in_one_batch(serve):
     assert [g[0] for g in got[1:]] == [200] * 4
     assert len({g[2]["choices"][0]["message"]["content"] for g in got[1:]}) == 1
     assert len(s.batcher.batches) <= 2 and max(s.batcher.batches) >= 4  # no row-by-row retries
+
+
+def test_an_internal_failure_is_logged_and_not_shown(serve, caplog):
+    s = serve(wait_ms=1)
+    s.app.state.steering.tok = None  # fault injection: the HTTP side's tokenizer is gone
+    with caplog.at_level("ERROR", logger="steeropt.serve"):
+        status, _, out = chat(s.url, family="none")
+    assert status == 500 and out["error"]["type"] == "server_error"
+    msg = out["error"]["message"]
+    assert "NoneType" not in msg and "AttributeError" not in msg and "Traceback" not in msg
+    ref = msg.split("reference ")[1].split(";")[0]
+    logged = [r for r in caplog.records if ref in r.getMessage()]
+    assert logged and logged[0].exc_info and logged[0].exc_info[0] is AttributeError

@@ -11,7 +11,7 @@ import pandas as pd
 
 from steeropt.report.analysis import front_plot_data, plot_fronts, write_study_artifacts
 from steeropt.report.dose import DosePoint, family_curves, plot_family_curves
-from steeropt.runner.run_notes import study_note, trace_value_tags
+from steeropt.runner.run_notes import study_note, trace_value_tags, trial_note
 
 OBJ = [("concept", "maximize"), ("coherency", "maximize")]
 CONS = [("coherency", ">=", 0.6), ("relevance", ">=", 0.6)]
@@ -90,3 +90,63 @@ def test_parent_run_description_and_trace_tags(tmp_path):
     assert study_note([tmp_path / "trials.csv"]) is None
     tags = trace_value_tags({"alpha_l10_wedding": 0.123456}, {"concept": 0.5, "coherency": None, "relevance": 1})
     assert tags == {"param.alpha_l10_wedding": "0.1235", "score.concept": "0.5", "score.relevance": "1"}
+    assert trial_note({"alpha_l10_wedding": 0.41}, {"concept": 0.6, "coherency": 0.5}, False) == (
+        "**alpha_l10_wedding = 0.41**: concept 0.60, coherency 0.50; infeasible (below a constraint's τ: off the front).")
+
+
+def test_pick_says_why_the_choice_lies_outside_the_sweet_spot():
+    from types import SimpleNamespace as NS
+
+    from steeropt.cli.analysis import outside_note
+
+    fam = NS(sweet_spot={"interval": (0.143, 0.188)}, chosen=NS(params={"alpha_l10_wedding": 0.1}),
+             reevaluated=None, source="fit", robust=True)
+    note = outside_note(fam)
+    assert note.startswith("the chosen α 0.1 lies outside the sweet spot [0.143, 0.188]") and "robust" in note
+    fam.chosen = NS(params={"alpha_l10_wedding": 0.15})
+    assert outside_note(fam) is None  # inside: nothing to explain
+    fam.chosen, fam.reevaluated, fam.source = NS(params={"a": 0.3}), {"trial": 3}, "fit+reevaluation"
+    assert "re-evaluation on fresh prompts replaced" in outside_note(fam)
+    fam.sweet_spot = {"interval": None}
+    assert outside_note(fam) is None
+
+
+def test_what_to_try_next_names_its_evidence(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from steeropt.report.advice import family_advice, missing_keywords, study_advice
+    from steeropt.report.dose import sweet_spot
+
+    xs = np.linspace(0, 0.6, 9)  # concept reaches 0.5 only where relevance has fallen below 0.6
+    pts = [DosePoint(i, float(x), 9, {"concept": 0.2 + x, "coherency": 0.9 - 0.2 * x, "relevance": 0.9 - 1.2 * x})
+           for i, x in enumerate(xs)]
+    curves = family_curves(pts, ("concept", "coherency", "relevance"), n_boot=20)
+    floors = {"coherency": 0.6, "relevance": 0.6}
+    spot = sweet_spot(curves, concept="concept", target=0.5, floors=floors)
+    assert spot["interval"] is None
+    lines = family_advice(curves, spot, concept="concept", target=0.5, floors=floors, searched=(0.0, 0.6),
+                          study_ref="q", prompts_per_trial=9)
+    assert lines[0].startswith("what emptied the sweet spot: where concept >= 0.5")
+    lower = next(ln for ln in lines if ln.startswith("a lower τ: relevance"))
+    best = float(lower.split("relevance ≥ ")[1].split(" ")[0])
+    assert 0.3 < best < 0.6 and "the cost" in lower
+    assert not any(ln.startswith("a lower τ: coherency") for ln in lines)  # coherency is not what empties it
+    low = [DosePoint(i, float(x), 9, {"concept": 0.1 + 0.5 * x, "coherency": 0.9, "relevance": 0.9})
+           for i, x in enumerate(xs)]  # the concept still rising at the top of the range
+    c2 = family_curves(low, ("concept", "coherency", "relevance"), n_boot=20)
+    s2 = sweet_spot(c2, concept="concept", target=0.5, floors=floors)
+    assert any(ln.startswith("a wider range") for ln in family_advice(
+        c2, s2, concept="concept", target=0.5, floors=floors, searched=(0.0, 0.6), study_ref="q", prompts_per_trial=9))
+
+    (tmp_path / "baseline.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in (
+        "I went hiking and read a book.", "A quiet evening at home with tea.", "We cooked dinner together.")))
+    texts = {0: ["A calm day at home."] * 3, 1: ["The bride and groom shared vows at the chapel."] * 3,
+             2: ["Our bridal party danced; the vows were lovely, the chapel bright."] * 3}
+    for n, ts in texts.items():
+        (tmp_path / f"trial-{n:05d}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ts))
+    trials = [NS(number=n, state=NS(name="COMPLETE"), params={"a": 0.1 * (n + 1)}) for n in texts]
+    words = missing_keywords(tmp_path, ["wedding", "bride*", "groom"], alpha_param="a", trials=trials)
+    assert "vows" in words and "chapel" in words
+    assert not any(w.startswith("bride") or w == "groom" for w in words)  # already keywords
+    lines = study_advice(concept_name="wedding", layer=10, keywords_missing=words)
+    assert "--layer L" in lines[0] and "vows" in lines[1]

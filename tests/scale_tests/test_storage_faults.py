@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from steeropt.errors import SteeroptError
+from steeropt.runner.checks import JUDGE_DEAD_AFTER, JudgeUnreachable
 from steeropt.runner.ledger import count
 from steeropt.runner.study import Study
 from steeropt.specs import build
@@ -50,28 +51,6 @@ def running_runs(tmp) -> list:
     return [r for r in c.search_runs(ids, filter_string="attributes.status = 'RUNNING'")] if ids else []
 
 
-def each_command(path, cwd) -> dict:
-    """`run`, `status` and `validate` on one spec, at once: {command: CompletedProcess}."""
-    with ThreadPoolExecutor(len(COMMANDS)) as pool:
-        return dict(zip(COMMANDS, pool.map(lambda c: steeropt(c, path, cwd=cwd), COMMANDS)))
-
-
-def test_corrupt_sqlite_file(tmp_path):
-    (tmp_path / "study.db").write_bytes(b"this is not a database\x00" * 200)
-    path = tiny_spec(tmp_path, name="corrupt")
-    for r in each_command(path, tmp_path).values():
-        one_message(r, "not a usable SQLite database", "study.db", "move it aside")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.yaml", "study.db"]  # no mlflow.db, no runs/
-
-
-def test_unreachable_postgres(tmp_path):
-    path = tiny_spec(tmp_path, name="nopg", storage=f"postgresql://steer:{PASSWORD}@127.0.0.1:1/steer")
-    for r in each_command(path, tmp_path).values():
-        one_message(r, "storage postgresql+psycopg2://steer:***@127.0.0.1:1/steer is unreachable",
-                    "Connection refused", "is the database server running", secret=PASSWORD)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["nopg.yaml"]
-
-
 @pytest.fixture(scope="module")
 def pg_role(postgres):
     """(role, database) on the session's PostgreSQL, logging in with PASSWORD (scram-sha-256 on 127.0.0.1)."""
@@ -90,48 +69,87 @@ def pg_role(postgres):
     return role, postgres.port
 
 
-def test_wrong_postgres_password(tmp_path, pg_role):
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory, pg_role):
+    """`run`, `status` and `validate` on each storage fault, four CLI processes at a time:
+    {fault: (directory, {command: CompletedProcess})}."""
     role, port = pg_role
-    path = tiny_spec(tmp_path, name="wrongpw", storage=f"postgresql://{role}:wrong-{PASSWORD}@127.0.0.1:{port}/{role}")
-    for r in each_command(path, tmp_path).values():
+    dirs = {f: tmp_path_factory.mktemp(f) for f in ("corrupt", "nopg", "wrongpw")}
+    (dirs["corrupt"] / "study.db").write_bytes(b"this is not a database\x00" * 200)
+    specs = {"corrupt": tiny_spec(dirs["corrupt"], name="corrupt"),
+             "nopg": tiny_spec(dirs["nopg"], name="nopg", storage=f"postgresql://steer:{PASSWORD}@127.0.0.1:1/steer"),
+             "wrongpw": tiny_spec(dirs["wrongpw"], name="wrongpw",
+                                  storage=f"postgresql://{role}:wrong-{PASSWORD}@127.0.0.1:{port}/{role}")}
+    jobs = [(f, c) for f in specs for c in COMMANDS]
+    for f, storage, command in (("querypw", f"postgresql://{role}@127.0.0.1:{port}/{role}?password={PASSWORD}", "status"),
+                                ("plainpg", f"postgresql://{role}:{PASSWORD}@127.0.0.1:{port}/{role}", "validate"),
+                                ("pg3", f"postgresql+psycopg://{role}@127.0.0.1:{port}/{role}", "validate")):
+        dirs[f] = tmp_path_factory.mktemp(f)
+        specs[f] = tiny_spec(dirs[f], name=f, storage=storage)
+        jobs.append((f, command))
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda j: steeropt(j[1], specs[j[0]], cwd=dirs[j[0]]), jobs))
+    out = {f: (dirs[f], {}) for f in specs}
+    for (f, c), r in zip(jobs, done):
+        out[f][1][c] = r
+    return out
+
+
+def test_corrupt_sqlite_file(faults):
+    tmp, results = faults["corrupt"]
+    for r in results.values():
+        one_message(r, "not a usable SQLite database", "study.db", "move it aside")
+    assert sorted(p.name for p in tmp.iterdir()) == ["corrupt.yaml", "study.db"]  # no mlflow.db, no runs/
+
+
+def test_unreachable_postgres(faults):
+    tmp, results = faults["nopg"]
+    for r in results.values():
+        one_message(r, "storage postgresql+psycopg2://steer:***@127.0.0.1:1/steer is unreachable",
+                    "Connection refused", "is the database server running", secret=PASSWORD)
+    assert sorted(p.name for p in tmp.iterdir()) == ["nopg.yaml"]
+
+
+def test_wrong_postgres_password(faults, pg_role):
+    role, port = pg_role
+    tmp, results = faults["wrongpw"]
+    for r in results.values():
         one_message(r, f"storage postgresql+psycopg2://{role}:***@127.0.0.1:{port}/{role} is unreachable",
                     "password authentication failed", "check the user name and password", secret=PASSWORD)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrongpw.yaml"]
+    assert sorted(p.name for p in tmp.iterdir()) == ["wrongpw.yaml"]
 
 
-def test_status_hides_a_password_given_as_query_parameter(tmp_path, pg_role):
+def test_status_hides_a_password_given_as_query_parameter(faults, pg_role):
     role, port = pg_role
-    path = tiny_spec(tmp_path, name="querypw", storage=f"postgresql://{role}@127.0.0.1:{port}/{role}?password={PASSWORD}")
-    r = steeropt("status", path, cwd=tmp_path)
-    one_message(r, f"no study 'querypw' in postgresql+psycopg2://{role}@127.0.0.1:{port}/{role}?password=*** yet",
+    one_message(faults["querypw"][1]["status"],
+                f"no study 'querypw' in postgresql+psycopg2://{role}@127.0.0.1:{port}/{role}?password=*** yet",
                 secret=PASSWORD)
 
 
-def test_plain_postgresql_url_uses_the_installed_driver(tmp_path, pg_role):
-    role, port = pg_role
-    path = tiny_spec(tmp_path, name="plainpg", storage=f"postgresql://{role}:{PASSWORD}@127.0.0.1:{port}/{role}")
-    st = build("study", str(path))
+def test_plain_postgresql_url_uses_the_installed_driver(faults):
+    tmp, results = faults["plainpg"]
+    st = build("study", str(tmp / "plainpg.yaml"))
     assert st.storage.startswith("postgresql+psycopg2://")
     optuna.create_study(study_name="plainpg-probe", storage=st.storage)  # psycopg2, what steeropt[postgres] installs
-    r = steeropt("validate", path, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    bad = tiny_spec(tmp_path, name="pg3", storage=f"postgresql+psycopg://{role}@127.0.0.1:{port}/{role}")
-    one_message(steeropt("validate", bad, cwd=tmp_path), "psycopg2 driver", "steeropt[postgres]")
+    assert results["validate"].returncode == 0, results["validate"].stderr[-2000:]
+    one_message(faults["pg3"][1]["validate"], "psycopg2 driver", "steeropt[postgres]")
 
 
-def test_failure_after_the_tracker_leaves_no_running_run(tmp_path):
+def test_failure_after_the_tracker_leaves_no_running_run(tmp_path, embedded, monkeypatch):
     # the storage holds a study of that name made by another optimizer: the study cannot start
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     other = optuna.create_study(study_name="clash", storage=storage, directions=["maximize", "maximize"])
     other.set_user_attr("steeropt", {"optimizer": "tpe", "objectives": [], "constraints": [], "parameters": []})
-    path = tiny_spec(tmp_path, name="clash")
-    r = steeropt("run", path, cwd=tmp_path)
-    one_message(r, "study 'clash' exists with different optimizer")
-    assert running_runs(tmp_path) == [] and not (tmp_path / "runs" / "clash").exists()
+    monkeypatch.chdir(tmp_path)
+    study = Study.from_spec(str(tiny_spec(tmp_path, name="clash")))
+    with pytest.raises(SteeroptError, match="study 'clash' exists with different optimizer"):
+        study.setup(lm=embedded)  # what `steeropt run` does first (the model already loaded here)
+    assert (tmp_path / "mlflow.db").exists()  # the tracker was set up ...
+    assert running_runs(tmp_path) == [] and not (tmp_path / "runs" / "clash").exists()  # ... and left no run
 
 
 def test_second_run_on_a_live_study_is_refused(tmp_path, embedded, monkeypatch):
-    path = tiny_spec(tmp_path, name="live", decoding={"max_new_tokens": 24}, budget={"trials": 3, "batch_size": 1})
+    path = tiny_spec(tmp_path, name="live", decoding={"max_new_tokens": 16}, budget={"trials": 2, "batch_size": 1})
     first = subprocess.Popen([sys.executable, "-m", "steeropt", "run", str(path)], cwd=tmp_path, env=cli_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -153,7 +171,7 @@ def test_second_run_on_a_live_study_is_refused(tmp_path, embedded, monkeypatch):
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-3000:]
     trials = optuna.load_study(study_name="live", storage=storage).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # the first runner's trials were not failed
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # the first runner's trials were not failed
 
 
 JUDGE_DOWN = {"name": "down", "backend": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m",
@@ -164,16 +182,26 @@ JUDGE_DOWN = {"name": "down", "backend": "openai", "base_url": "http://127.0.0.1
                                       "scale": {"min": 0, "max": 2}, "parse": r"^\s*(\d)", "max_tokens": 1}}}
 
 
-def test_unreachable_judge_stops_the_study_without_spending_the_budget(tmp_path):
+def test_unreachable_judge_stops_the_study_without_spending_the_budget(tmp_path, embedded, monkeypatch):
     path = tiny_spec(tmp_path, name="nojudge", objective="tiered-default", judge=JUDGE_DOWN,
                      search_space={"name": "gentle", "sites": [{"layer": 4, "vector": "wedding", "controller": "add",
                                                                 "alpha": {"low": 0.0, "high": 0.2}}]},
                      budget={"trials": 6, "batch_size": 1, "prompts_per_trial": 2})
-    r = steeropt("run", path, cwd=tmp_path)
-    one_message(r, "answered none of the last 3 trials", "back in the queue", "do not count toward the budget")
+    monkeypatch.chdir(tmp_path)
+    study = Study.from_spec(str(path)).setup(lm=embedded)
+    with pytest.raises(JudgeUnreachable) as err:  # a SteeroptError: the CLI prints it alone and exits 2
+        study.run()
+    study.close("FAILED")
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and JUDGE_DEAD_AFTER == 3
+    for words in ("answered none of the last 3 trials", "ConnectError", "back in the queue",
+                  "do not count toward the budget"):
+        assert words in msg, msg
     trials = optuna.load_study(study_name="nojudge", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert sum(t.state == TrialState.FAIL for t in trials) == 3
-    assert sum(t.state == TrialState.WAITING for t in trials) == 3  # re-queued with the same params
+    waiting = [t for t in trials if t.state == TrialState.WAITING]  # re-queued with the same params
+    assert sorted(t.system_attrs["failed_trial"] for t in waiting) == [0, 1, 2]
+    assert [t.params for t in waiting] == [trials[t.system_attrs["failed_trial"]].params for t in waiting]
     c = count(trials)
     assert c.done == 0 and c.requeued == 3
     assert running_runs(tmp_path) == []

@@ -10,6 +10,7 @@ from steeropt.errors import JudgeError
 from steeropt.evaluation.judges.cache import JudgeCache, cache_key
 from steeropt.evaluation.judges.config import JudgeSpec, Rubric
 from steeropt.evaluation.judges.scoring import Rating, normalise
+from steeropt.redact import redact
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Judge:
                     continue
                 score = normalise(rating.rating, rubric)
                 fresh[k] = JudgeResult(score, None, False, raw, rating.rating, rating.method, rating.valid_mass)
-                rows.append({"key": k, "identity": ident, "rubric": r.rubric, "rubric_digest": digests[r.rubric],
+                rows.append({"key": k, "identity": redact(ident), "rubric": r.rubric, "rubric_digest": digests[r.rubric],
                              "rating": rating.rating, "score": score, "method": rating.method,
                              "valid_mass": rating.valid_mass, "raw": raw})
             if self.cache is not None:
