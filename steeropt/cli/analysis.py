@@ -174,32 +174,22 @@ def _print_pick(res) -> None:
 
 
 def print_next_steps(res, st, study_ref: str) -> None:
-    """For the families without a deployable setting: what to try next, from the study's own evidence
-    (report.advice): the condition that emptied the sweet spot and the options it points to."""
+    """After the per-family "try next" lines (report.pick.next_steps): the words the most strongly steered
+    samples use but no concept keyword matches (report.advice), when some family has no deployable setting."""
     import optuna
 
-    from steeropt.report.advice import family_advice, missing_keywords, study_advice
+    from steeropt.report.advice import missing_keywords, study_advice
 
-    stuck = {f: p for f, p in res.families.items() if p.status != "ok" and p.curves}
-    if not stuck:
+    if all(p.status == "ok" for p in res.families.values()):
         return
-    space = st.part("search_space")
-    params = [q for q in space.parameters() if q.choices is None]
-    searched = (params[0].low, params[0].high) if len(params) == 1 else None
-    floors = {n: v for n, op, v in res.constraints if op == ">="}
-    out.print("\nwhat to try next (from this study's evidence):", highlight=False)
-    for f, p in stuck.items():
-        for line in family_advice(p.curves, p.sweet_spot or {}, concept=res.maximize, target=res.concept_target,
-                                  floors=floors, searched=searched, study_ref=study_ref,
-                                  prompts_per_trial=st.budget.prompts_per_trial):
-            _say(f"  {f}: ", line)
+    params = [q for q in st.part("search_space").parameters() if q.choices is None]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = optuna.load_study(study_name=st.name, storage=st.storage).get_trials(deepcopy=False)
     words = missing_keywords(Path("runs") / st.name, list(st.concept.keywords),
                              alpha_param=params[0].name if len(params) == 1 else None, trials=trials)
-    layer = next((s.layer for s in space.sites), None)
-    for line in study_advice(concept_name=st.concept.name, layer=layer, keywords_missing=words):
-        _say("  every family: ", line)
+    for line in study_advice(concept_name=st.concept.name, layer=None, keywords_missing=words):
+        out.print()
+        _say("every family, try next: ", line)
 
 
 def _say(label: str, text: str) -> None:

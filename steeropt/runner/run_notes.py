@@ -46,11 +46,16 @@ def study_note(paths) -> str | None:
     return "\n".join(lines) or None
 
 
-def trial_note(params: dict, values: dict, feasible, reason: str | None = None) -> str:
-    """A trial run's description: its searched parameters and its main scores, and whether it met the constraints."""
+def trial_note(params: dict, values: dict, feasible, reason: str | None = None, constraints=None) -> str:
+    """A trial run's description: its searched parameters, its main scores, and whether it met the constraints
+    (`constraints`: the objective's {name, op, value} entries; the first one it fails is named)."""
     setting = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in params.items())
     main = ", ".join(f"{k} {values[k]:.2f}" for k in ("concept", "coherency", "relevance", "hm")
                      if isinstance(values.get(k), (int, float)))
+    fails = [f"{c['name']} {values[c['name']]:.2f} {'<' if c.get('op', '>=') == '>=' else '>'} {c['value']:g}"
+             for c in constraints or [] if isinstance(values.get(c.get("name")), (int, float))
+             and not (values[c["name"]] >= c["value"] if c.get("op", ">=") == ">=" else values[c["name"]] <= c["value"])]
     verdict = ("failed: " + reason if reason else "feasible (meets every constraint)" if feasible
+               else f"infeasible: {fails[0]} (off the front)" if fails
                else "infeasible (below a constraint's τ: off the front)")
     return f"**{setting or 'unsteered'}**: {main or 'no scores'}; {verdict}."

@@ -226,7 +226,8 @@ class Tracker:
         state = "COMPLETE" if trial.state.name == "COMPLETE" else "FAIL"
         reason = failed_reason(trial)
         tags = {"state": state, **({"failed_reason": reason} if reason else {}), "feasible": str(ua.get("feasible")),
-                "mlflow.note.content": trial_note(trial.params, ua.get("values") or {}, ua.get("feasible"), reason)}
+                "mlflow.note.content": trial_note(trial.params, ua.get("values") or {}, ua.get("feasible"), reason,
+                                                  (self.context.get("objective") or {}).get("constraints"))}
         path = samples_file(runs_dir, trial.number)
         text = redact(path.read_text()) if path.exists() else None
         run_id = self.log_trial(trial.number, params, metrics, tags, text)
@@ -291,7 +292,8 @@ class Tracker:
         study = resolved.get("study") or {}
         objective = resolved.get("objective") or {}
         self.context = {"concept": study.get("concept") or {}, "card": scrub(json.loads(artifacts.get("judge_card.json") or "{}")),
-                        "objective": {"name": objective.get("name"), "filtered_score": objective.get("filtered_score") or {}}}
+                        "objective": {"name": objective.get("name"), "filtered_score": objective.get("filtered_score") or {},
+                                      "constraints": objective.get("constraints") or []}}
         if self.trace_share is None:
             self.trace_share = float(study.get("traces", 0.0))
 

@@ -92,6 +92,9 @@ def test_parent_run_description_and_trace_tags(tmp_path):
     assert tags == {"param.alpha_l10_wedding": "0.1235", "score.concept": "0.5", "score.relevance": "1"}
     assert trial_note({"alpha_l10_wedding": 0.41}, {"concept": 0.6, "coherency": 0.5}, False) == (
         "**alpha_l10_wedding = 0.41**: concept 0.60, coherency 0.50; infeasible (below a constraint's τ: off the front).")
+    cons = [{"name": "coherency", "op": ">=", "value": 0.6}, {"name": "relevance", "op": ">=", "value": 0.6}]
+    assert trial_note({"a": 0.3}, {"concept": 0.6, "coherency": 0.8, "relevance": 0.31}, False, None, cons).endswith(
+        "infeasible: relevance 0.31 < 0.6 (off the front).")
 
 
 def test_pick_says_why_the_choice_lies_outside_the_sweet_spot():

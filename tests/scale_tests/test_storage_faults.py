@@ -87,6 +87,10 @@ def faults(tmp_path_factory, pg_role):
         dirs[f] = tmp_path_factory.mktemp(f)
         specs[f] = tiny_spec(dirs[f], name=f, storage=storage)
         jobs.append((f, command))
+    dirs["runsfile"] = tmp_path_factory.mktemp("runsfile")
+    (dirs["runsfile"] / "runs").write_text("a file where the run directory should go\n")
+    specs["runsfile"] = tiny_spec(dirs["runsfile"], name="runsfile")
+    jobs.append(("runsfile", "run"))
     with ThreadPoolExecutor(4) as pool:
         done = list(pool.map(lambda j: steeropt(j[1], specs[j[0]], cwd=dirs[j[0]]), jobs))
     out = {f: (dirs[f], {}) for f in specs}
@@ -117,6 +121,12 @@ def test_wrong_postgres_password(faults, pg_role):
         one_message(r, f"storage postgresql+psycopg2://{role}:***@127.0.0.1:{port}/{role} is unreachable",
                     "password authentication failed", "check the user name and password", secret=PASSWORD)
     assert sorted(p.name for p in tmp.iterdir()) == ["wrongpw.yaml"]
+
+
+def test_unusable_run_directory(faults):
+    tmp, results = faults["runsfile"]
+    one_message(results["run"], "run directory runs/runsfile", "is not a directory")
+    assert sorted(p.name for p in tmp.iterdir()) == ["runs", "runsfile.yaml"]  # no study.db, no mlflow.db
 
 
 def test_status_hides_a_password_given_as_query_parameter(faults, pg_role):

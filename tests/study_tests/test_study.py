@@ -74,7 +74,8 @@ def test_judged_study_with_local_judge(make_spec, embedded, tmp_path):
     assert {"setup", "generation", "cheap_tier", "judge"} <= set(timing["phases"])
     assert all(timing["phases"][k]["seconds"] > 0 and timing["phases"][k]["calls"] >= 1 for k in ("generation", "judge"))
     assert timing["judge_requests"] >= df["count.judge_requests"].sum()
-    assert timing["judge_requests_spared"] >= 2 * (df["count.filtered"] - df["count.audited"]).sum()
+    # a filtered sample is judged on the concept only: the gates spare its fluency rubric (the floored axis)
+    assert timing["judge_requests_spared"] >= (df["count.filtered"] - df["count.audited"]).sum()
     assert timing["since_import_s"] >= sum(v["seconds"] for v in timing["phases"].values())
     # evaluating the same samples again (as a re-run would) makes no new judge calls: the cache answers
     study = Study.from_spec(str(path))
