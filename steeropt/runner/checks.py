@@ -2,15 +2,19 @@
 
 Before the model loads: the study storage opens (a corrupt SQLite file, a wrong PostgreSQL password, an
 unreachable server or a missing driver is one message naming the redacted URL and the fix), and the run
-directory can be written. While it runs: `JudgeWatch` stops the study after `JUDGE_DEAD_AFTER` consecutive
+directory can be written. A local SQLite MLflow store is opened under a lock (`store_lock`). While it runs: `JudgeWatch` stops the study after `JUDGE_DEAD_AFTER` consecutive
 trials in which the judge answered nothing (every judgment missing); those trials go back to the queue
 instead of spending the budget.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import socket
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from steeropt import redact as secrets
@@ -155,6 +159,27 @@ def check_sole_runner(optimizer) -> None:
                             "second `steeropt run` would fail its trials as stale. Wait for it to finish, or add "
                             "processes with `steeropt worker` (with optimizer.settings.heartbeat_interval set, stale "
                             "trials are then told apart from live ones by heartbeat)")
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str | None):
+    """An exclusive lock (a file in the temp directory, per store) held while this process opens a local SQLite
+    tracking store: two processes starting on a fresh mlflow.db would otherwise race on MLflow's table creation.
+    Other stores (a server, a database server) need none."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if not str(uri).startswith("sqlite:"):
+        yield
+        return
+    where = str(Path(str(uri).split("://", 1)[1][1:].split("?", 1)[0] or ":memory:").resolve())
+    lock = Path(tempfile.gettempdir()) / f"steeropt-mlflow-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class JudgeUnreachable(JudgeError):

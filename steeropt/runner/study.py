@@ -143,7 +143,6 @@ class Study:
             check_sole_runner(opt)  # a live runner's trials are not stale
             opt.recover_stale()  # sole runner: RUNNING trials left by a crash are re-queued
             self._sync_tracking()
-            score_arms(self)  # the unsteered and prompted arms on the trial prompts, once per study
         else:
             # workers starting together would share one random stream (same seed): each gets its own
             opt.diversify(zlib.crc32(opt.worker.encode()))
@@ -175,6 +174,8 @@ class Study:
             self.progress.done = self.ledger.count().done
             if callback is not None:
                 callback(self.progress)
+        if not worker:
+            score_arms(self)  # the unsteered and prompted arms on the trial prompts, once per study
         if not worker and self.spec.budget.reevaluation is not None and self.ledger.count().done >= self.ledger.budget:
             self.reevaluate(callback=callback)
         self.update_artifacts(final=True)

@@ -15,7 +15,6 @@ reads it back as labels.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from steeropt.errors import SteeroptError
 from steeropt.redact import redact, scrub
+from steeropt.runner.checks import store_lock
 from steeropt.runner.run_notes import study_note, trace_value_tags, trial_note
 
 STUDY_TAG = "steeropt.study"  # an MLflow tag name: stable across releases (resume finds old runs)
@@ -84,28 +84,6 @@ def _probe(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         why = getattr(exc, "reason", exc)
         raise SteeroptError(redact(f"tracking URI {uri} is unreachable: {type(why).__name__}: {why}")) from None
-
-
-@contextlib.contextmanager
-def store_lock(tracking_uri: str | None):
-    """An exclusive lock (a file in the temp directory, per store) held while this process opens a local SQLite
-    tracking store: two processes starting on a fresh mlflow.db would otherwise race on MLflow's table creation.
-    Other stores (a server, a database server) need none."""
-    import fcntl
-    import mlflow
-
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    if not str(uri).startswith("sqlite:"):
-        yield
-        return
-    where = str(Path(str(uri).split("://", 1)[1][1:].split("?", 1)[0] or ":memory:").resolve())
-    lock = Path(tempfile.gettempdir()) / f"steeropt-mlflow-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock"
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Tracker:

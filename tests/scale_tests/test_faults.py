@@ -58,8 +58,9 @@ def judged_run(llama_server, tmp_path_factory):
     (tmp / "cli.stdout.log").write_text(r.stdout)
     (tmp / "cli.stderr.log").write_text(r.stderr)
     (tmp / "proxy-log.json").write_text(json.dumps({"bodies": proxy.bodies, "injected": injected}))
-    trials = optuna.load_study(study_name="judged-faults", storage=f"sqlite:///{tmp / 'study.db'}").trials
-    return {"proc": r, "tmp": tmp, "proxy": proxy, "key": key, "trials": trials, "injected": injected}
+    st = optuna.load_study(study_name="judged-faults", storage=f"sqlite:///{tmp / 'study.db'}")
+    return {"proc": r, "tmp": tmp, "proxy": proxy, "key": key, "trials": st.trials, "injected": injected,
+            "arms": st.user_attrs.get("arms") or {}}
 
 
 def replay(bodies: list[dict], injected: list[str]) -> list[tuple[tuple, str, int]]:
@@ -93,7 +94,10 @@ def test_judge_faults_study_completes_missing_counted_never_zero(judged_run):
     requests = replay(proxy.bodies, judged_run["injected"])
     assert all(n <= MAX_RETRIES + 1 for _, _, n in requests)  # bounded retries
     counts = [t.user_attrs.get("counts") or {} for t in trials]
-    calls = sum(c.get("judge_calls", 0) for c in counts)
+    # after the trials the study scores its unsteered and prompted arms with the same judge (runner.arms)
+    arms = judged_run["arms"]
+    assert set(arms) == {"unsteered", "prompted"}
+    calls = sum(c.get("judge_calls", 0) for c in counts) + sum(a["counts"]["judge_calls"] for a in arms.values())
     assert proxy.requests == sum(n for _, _, n in requests)
     assert len(requests) == calls, (requests, counts)
     # the samples: a failed request makes exactly the samples of that judge call missing (None, never 0)

@@ -47,8 +47,9 @@ def test_quickstart_parts_on_the_1p5b(qwen15, tmp_path, monkeypatch):
     # the teacher-forced passes are skipped: the objective reads only text gates and judged scores
     assert study.stack.tier1.teacher_forced is False and df["value.kl"].isna().all()
     assert set(arms) == {"unsteered", "prompted"}
-    # asked for weddings in a system line, the unsteered 1.5B talks about them; unasked, it does not
-    assert arms["prompted"]["values"]["concept"] > arms["unsteered"]["values"]["concept"] + 0.3
+    # asked for weddings after the prompt, the unsteered 1.5B names them; unasked, it does not
+    assert arms["prompted"]["values"]["keyword_rate"] > arms["unsteered"]["values"]["keyword_rate"]
+    assert arms["prompted"]["values"]["concept"] > arms["unsteered"]["values"]["concept"]
     texts = [json.loads(x)["text"] for x in (tmp_path / "runs" / "qs15" / "arm_prompted.jsonl").read_text().splitlines()]
     assert len(texts) == 3 and all(texts)
 
