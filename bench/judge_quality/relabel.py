@@ -30,13 +30,14 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def stored() -> dict[int, dict]:
-    return {d["id"]: d for f in FILES if (LABELS / f).is_file() for d in read(LABELS / f)}
+def stored() -> dict[tuple[str, int], dict]:
+    """(file, id) -> stored labelled item, over every label file."""
+    return {(f, d["id"]): d for f in FILES if (LABELS / f).is_file() for d in read(LABELS / f)}
 
 
 def draw(n: int = N_DRAW, seed: int = SEED) -> list[dict]:
-    items = sorted(stored().values(), key=lambda d: d["id"])
-    keys = ("id", "prompt", "response", "concept", "concept_description")
+    items = [({"file": f, **d}) for (f, _), d in sorted(stored().items())]
+    keys = ("file", "id", "prompt", "response", "concept", "concept_description")
     return [{k: d[k] for k in keys} for d in random.Random(seed).sample(items, n)]
 
 
@@ -69,13 +70,21 @@ def boot(stat, a, b, n: int = 2000, seed: int = 0) -> list[float]:
     return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
 
 
+def key(d: dict) -> tuple[str, int]:
+    return d["file"], d["id"]
+
+
 def report(second: list[dict]) -> dict:
+    """Per axis: the stored labels against the second pass, matched by (file, id); a changed response fails."""
     first = stored()
-    out = {"n": len(second)}
+    stale = [key(d) for d in second if key(d) in first and first[key(d)]["response"] != d["response"]]
+    if stale:
+        raise SystemExit(f"{len(stale)} relabelled items no longer match the stored text, e.g. {stale[0]}")
+    out = {"n": len(second), "matched": sum(key(d) in first for d in second)}
     for axis in AXES:
-        pairs = [(first[d["id"]]["labels"][axis], d["labels"][axis]) for d in second
-                 if d["id"] in first and d.get("labels", {}).get(axis) is not None
-                 and first[d["id"]]["labels"].get(axis) is not None]
+        pairs = [(first[key(d)]["labels"][axis], d["labels"][axis]) for d in second
+                 if key(d) in first and d.get("labels", {}).get(axis) is not None
+                 and first[key(d)]["labels"].get(axis) is not None]
         a, b = [p for p, _ in pairs], [q for _, q in pairs]
         out[axis] = {"n": len(pairs), "kappa_w": weighted_kappa(a, b), "kappa_ci": boot(weighted_kappa, a, b),
                      "spearman": spearman(a, b), "spearman_ci": boot(spearman, a, b),
@@ -89,6 +98,8 @@ def main() -> None:
     ap.add_argument("second", nargs="?", default=str(LABELS / "relabel_blind.jsonl"))
     args = ap.parse_args()
     if args.draw:
+        if (LABELS / "relabel_blind_input.jsonl").exists():
+            raise SystemExit("relabel_blind_input.jsonl exists (a relabel pass may depend on it); move it away first")
         rows = draw()
         (LABELS / "relabel_blind_input.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"wrote {len(rows)} items to {LABELS / 'relabel_blind_input.jsonl'}")

@@ -518,7 +518,9 @@ def pick(ref, *, min_coherency: float | None = None, maximize: str | None = None
             prof = write_profile(out, lm=study.lm, vectors=study.vectors, families=fams,
                                  decoding=spec.decoding.model_dump(),
                                  study={"name": spec.name, "spec": spec.source, "storage": _redact(spec.storage),
-                                        "trials": len(trials), "seed": spec.seed},
+                                        "trials": len(trials), "seed": spec.seed,
+                                        # the searched strengths: serve bounds a request's `steer` override to them
+                                        "alpha_range": _alpha_range(space)},
                                  objective={"name": objective.name, "maximize": maximize, "coherency": coherency,
                                             "min_coherency": float(min_coherency), "share": share,
                                             "constraints": [list(c) for c in result.constraints],
@@ -619,6 +621,13 @@ def _plot(result: PickResult, path: Path) -> Path:
                        target=result.concept_target, spots={f: p.sweet_spot for f, p in result.families.items()},
                        chosen=chosen, title=f"{result.study}: dose-response per family (selection prompts)")
     return path
+
+
+def _alpha_range(space) -> list[float] | None:
+    """[lowest, highest] normalised α the space searched at its sites (None for kernels and KL units alone)."""
+    rs = [(s.alpha.low, s.alpha.high) for s in space.sites if getattr(s, "alpha", None) is not None
+          and s.alpha.unit == "alpha"]
+    return [float(min(r[0] for r in rs)), float(max(r[1] for r in rs))] if rs else None
 
 
 def profile_sites(plan, vectors, lm) -> list[dict]:
