@@ -72,7 +72,10 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
           trials: int = typer.Option(24, min=1, help="trial budget"),
           batch_size: int = typer.Option(4, min=1, help="candidates generated together"),
           prompts_per_trial: int = typer.Option(9, min=1, help="selection prompts each candidate is scored on"),
-          max_new_tokens: int = typer.Option(40, min=1, help="new tokens per answer in each trial"),
+          max_new_tokens: int = typer.Option(40, min=1, help="new tokens per answer in each trial (and in "
+                                             "--from-sweep)"),
+          concept_prompts: bool = typer.Option(False, "--concept-prompts",
+                                               help="also a prompt family of the concept file's own prompts"),
           storage: str = typer.Option("sqlite:///steeropt.db", help="Optuna storage URL"),
           tracking_uri: str = typer.Option("sqlite:///mlflow.db", help="MLflow tracking URI"),
           folder: Path = typer.Option(Path("."), "--dir", help="project folder (studies/, search_spaces/ in it)"),
@@ -85,7 +88,7 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
     """
     from steeropt.specs import validate_study
     from steeropt.specs.concepts import concept_path, load_concept
-    from steeropt.specs.scaffold import SWEEP_ALPHAS, SWEEP_TOKENS, StudyPlan, check_name, write_study
+    from steeropt.specs.scaffold import SWEEP_ALPHAS, StudyPlan, check_name, write_study
 
     check_name(name, "study")
     c = load_concept(concept)
@@ -99,7 +102,7 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
     plan = StudyPlan(name, c, str(concept_path(concept)), controller=controller, layer=layer, alpha=rng, model=model,
                      objective=objective, optimizer=optimizer, trials=trials, batch_size=batch_size,
                      prompts_per_trial=prompts_per_trial, max_new_tokens=max_new_tokens, storage=storage,
-                     tracking_uri=tracking_uri)
+                     tracking_uri=tracking_uri, concept_prompts=concept_prompts)
     plan.resolved()  # a bad controller or range fails before any sweep
     root = Path(folder)
     for kind in ("studies", "search_spaces"):  # fail before a sweep, not after it
@@ -112,10 +115,11 @@ def study(name: str = typer.Argument(..., help="study name (becomes studies/<nam
         layers = _sweep_layers(sweep_layers, c, layer, model)
         n = min(sweep_prompts, len(c.prompts))
         alphas = SWEEP_ALPHAS[controller]
+        # at the study's own answer length: text that breaks after 30 tokens looks fine at 24
         out.print(f"sweeping layers {', '.join(map(str, layers))} x α {', '.join(f'{a:g}' for a in alphas)} on "
-                  f"{n} prompts, {min(max_new_tokens, SWEEP_TOKENS)} tokens", highlight=False)
+                  f"{n} prompts, {max_new_tokens} tokens", highlight=False)
         _, sweeps = run_sweeps(model, c, layers, alphas, controller=controller, n_prompts=n,
-                               max_new_tokens=min(max_new_tokens, SWEEP_TOKENS))
+                               max_new_tokens=max_new_tokens)
         prop = propose(sweeps)
         for line in prop.reasons:
             out.print(line, highlight=False)

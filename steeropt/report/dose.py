@@ -251,6 +251,8 @@ def _dose_on_grid(dose, grid: np.ndarray) -> np.ndarray:
     smaller strength by a tiny slope)."""
     x, kl = (np.asarray(v, float) for v in dose)
     keep = np.isfinite(x) & np.isfinite(kl)
+    if not keep.any():  # no KL measured (an objective without teacher-forced passes): the smallest strength
+        return grid - grid[0]
     order = np.argsort(x[keep])
     return np.interp(grid, x[keep][order], kl[keep][order]) + 1e-9 * (grid - grid[0])
 

@@ -26,7 +26,6 @@ ALPHA_RANGE = {"add": (0.0, 0.6), "clamp": (0.0, 1.2), "affine": (0.0, 1.0), "ab
 # What `new study --from-sweep` tries, per controller: up to past the usual break point.
 SWEEP_ALPHAS = {"add": [0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8], "clamp": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.6],
                 "affine": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "ablate": [0.0, 0.25, 0.5, 0.75, 1.0]}
-SWEEP_TOKENS = 24  # enough to see the concept and a collapse, short enough for 3 layers in a few minutes
 FAMILIES = ("open_ended", "advice", "descriptions")  # the built-in studies' prompt families
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Prompts on which most concepts are off topic (the concept must come from the steering, not the prompt).
@@ -131,6 +130,7 @@ class StudyPlan:
     storage: str = "sqlite:///steeropt.db"
     tracking_uri: str = "sqlite:///mlflow.db"
     notes: list[str] = field(default_factory=list)  # e.g. why --from-sweep chose the layer and range
+    concept_prompts: bool = False  # also a family of the concept file's own prompts
 
     def resolved(self) -> StudyPlan:
         if self.controller not in ALPHA_RANGE:
@@ -177,17 +177,29 @@ concept:                      # what the objective looks for (keywords: the conc
   keywords: {json.dumps(c.keywords, ensure_ascii=False)}
 {comp}prompts:                      # α is chosen per family on half of its prompts and reported on the other half
   families:
-{chr(10).join(f"    - {{name: {f}, path: data/{f}.jsonl}}" for f in FAMILIES)}
+{chr(10).join(f"    - {{name: {f}, path: data/{f}.jsonl}}" for f in FAMILIES)}{_concept_family(p)}
   selection_fraction: 0.5
 decoding: {{max_new_tokens: {p.max_new_tokens}}}
 search_space: ../search_spaces/{p.name}.yaml   # the strength range
 objective: {p.objective}           # quickstart: calibrated cheap tier, no judge (docs/scores.md)
 optimizer: {{name: {p.optimizer}{settings}}}
-budget: {{trials: {p.trials}, batch_size: {p.batch_size}, prompts_per_trial: {p.prompts_per_trial}}}
+# re-evaluation: the front and each family's choice raced on fresh selection prompts before they are reported
+budget: {{trials: {p.trials}, batch_size: {p.batch_size}, prompts_per_trial: {p.prompts_per_trial},
+         reevaluation: {{prompts: 3, rounds: 2, keep: 0.5, max_candidates: 5}}}}
 seed: 0
 storage: {p.storage}       # Optuna storage: relative to the folder you run steeropt in
 tracking_uri: {p.tracking_uri}     # MLflow: mlflow ui --backend-store-uri {p.tracking_uri}
 """
+
+
+def _concept_family(p: StudyPlan) -> str:
+    """The concept file's own prompts as one more family (`new study --concept-prompts`), inline."""
+    if not p.concept_prompts:
+        return ""
+    if len(p.concept.prompts) < 4:
+        raise SteeroptError(f"--concept-prompts: concept '{p.concept.name}' has {len(p.concept.prompts)} prompts; a family "
+                            "needs at least 4 (half are held out)")
+    return f"\n    - {{name: {p.concept.name}_prompts, prompts: {json.dumps(list(p.concept.prompts), ensure_ascii=False)}}}"
 
 
 def space_text(p: StudyPlan) -> str:

@@ -1,6 +1,6 @@
 """The quickstart's real parts on Qwen2.5-Coder-1.5B-Instruct, loaded once: the 1.5B steered at layer 14 and
 judging its own outputs from the same loaded copy, the prompted arm beside the trials, and pick's held-out verdict
-with the unsteered and prompted answers. A small budget (3 strengths, 3 selection + 3 held-out prompts, 24 tokens)."""
+with the unsteered and prompted answers. A small budget (3 strengths, 3 selection + 3 held-out prompts, 32 tokens)."""
 from __future__ import annotations
 
 import json
@@ -13,16 +13,21 @@ from steeropt.runner.study import Study
 from tests.study_tests.conftest import DATA, REPO
 
 
+PROMPTS = ["Describe a quiet beach in winter.", "Describe an old wooden boat.", "How do I plan a budget for a holiday?",
+           "Write a short story about a dog.", "Describe a busy city street.", "How can I sleep better at night?"]
+
+
 def spec_file(tmp_path) -> str:
     spec = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())
     spec.pop("include")
     part = yaml.safe_load((REPO / "studies" / "wedding.part.yaml").read_text())
-    prompts = [json.loads(line)["prompt"] for line in (DATA / "advice.jsonl").read_text().splitlines()[:6]]
     spec |= {"name": "qs15", "concept": part["concept"],
              "vectors": [{**spec["vectors"][0], "positive": str(DATA / "wedding_positive.txt"),
                           "negative": str(DATA / "wedding_neutral.txt")}],
-             "prompts": {"families": [{"name": "advice", "prompts": prompts}]},
-             "decoding": {"max_new_tokens": 24},
+             # split_seed 1: beach, boat and city street are the selection prompts (the trials' and arms'); asked
+             # for the topic, the 1.5B brings weddings into the first two within ~20 tokens (seen in the quickstart)
+             "prompts": {"families": [{"name": "advice", "prompts": PROMPTS}], "split_seed": 1},
+             "decoding": {"max_new_tokens": 32},
              "optimizer": {"name": "grid", "settings": {"grid_size": 3}},
              "budget": {"trials": 3, "batch_size": 3, "prompts_per_trial": 3},
              "storage": f"sqlite:///{tmp_path / 'study.db'}", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
