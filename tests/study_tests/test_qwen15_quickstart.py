@@ -24,9 +24,9 @@ def spec_file(tmp_path) -> str:
     spec |= {"name": "qs15", "concept": part["concept"],
              "vectors": [{**spec["vectors"][0], "positive": str(DATA / "wedding_positive.txt"),
                           "negative": str(DATA / "wedding_neutral.txt")}],
-             # split_seed 1: beach, boat and city street are the selection prompts (the trials' and arms'); asked
-             # for the topic, the 1.5B brings weddings into the first two within ~20 tokens (seen in the quickstart)
-             "prompts": {"families": [{"name": "advice", "prompts": PROMPTS}], "split_seed": 1},
+             # split_seed 6: beach, boat and budget are the selection prompts (the trials' and arms'); asked
+             # for the topic, the 1.5B brings weddings into each within ~20 tokens (seen in the quickstart)
+             "prompts": {"families": [{"name": "advice", "prompts": PROMPTS}], "split_seed": 6},
              "decoding": {"max_new_tokens": 32},
              "optimizer": {"name": "grid", "settings": {"grid_size": 3}},
              "budget": {"trials": 3, "batch_size": 3, "prompts_per_trial": 3},
@@ -58,7 +58,7 @@ def test_quickstart_parts_on_the_1p5b(qwen15, tmp_path, monkeypatch):
     texts = [json.loads(x)["text"] for x in (tmp_path / "runs" / "qs15" / "arm_prompted.jsonl").read_text().splitlines()]
     assert len(texts) == 3 and all(texts)
 
-    res = pick(path, lm=qwen15, out=tmp_path / "profile", gguf=False)
+    res = pick(path, lm=qwen15)  # no profile export: one family gives the router nothing to route
     fam = res.to_dict()["families"]["advice"]
     assert fam["status"] in ("ok", "no_deployable_setting")
     if res.families["advice"].chosen is not None:
@@ -68,4 +68,3 @@ def test_quickstart_parts_on_the_1p5b(qwen15, tmp_path, monkeypatch):
         d = fam["versus"]["prompted"]["concept"]
         assert d["n"] == 3 and d["ci"][0] <= d["diff"] <= d["ci"][1]
         assert fam["verdict"]["versus_prompt"].split(":")[0] in ("steering wins", "prompt wins", "no clear difference")
-    assert json.loads((tmp_path / "profile" / "pick.json").read_text())["families"]["advice"]["status"] == fam["status"]
