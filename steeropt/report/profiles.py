@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from steeropt.engine.models import as_loaded
 from steeropt.errors import SteeroptError
 
 FORMAT = "steeropt-profile/1"
@@ -64,20 +65,6 @@ def weights_fingerprint(model) -> str:
         h.update(name.encode())
         h.update(t[:: max(1, t.numel() // 4096)][:4096].cpu().numpy().round(5).tobytes())  # .cpu(): a GPU model
     return h.hexdigest()
-
-
-def _as_loaded(model, tokenizer=None):
-    """A LoadedModel from a LoadedModel or a raw transformers model (+ tokenizer)."""
-    from steeropt.engine.models import ArchAdapter, LoadedModel
-
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, tuple) and len(model) == 2:
-        model, tokenizer = model
-    if not isinstance(model, torch.nn.Module):
-        raise ProfileError(f"apply_profile needs a steeropt LoadedModel or a transformers model, got {type(model).__name__}")
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    return LoadedModel(model, tokenizer, name, "", ArchAdapter.for_model(model))
 
 
 # ---- the profile -------------------------------------------------------------------------------------
@@ -328,7 +315,7 @@ def apply_profile(model, profile, family: str, *, tokenizer=None, prompt: str | 
     family="auto": the profile's router picks the family of `prompt`; an unknown prompt or a family without a
     deployable setting gets no steering (handle.family is None)."""
     prof = load_profile(profile)
-    lm = _as_loaded(model, tokenizer)
+    lm = as_loaded(model, tokenizer)
     prof.check_model(lm)
     if family == "auto" and lm.tokenizer is None:
         raise ProfileError("family='auto' needs the model's tokenizer to route the prompt")
@@ -343,7 +330,7 @@ def generate(model, profile, family: str, prompts: list[str], *, max_new_tokens:
     from dataclasses import replace
 
     prof = load_profile(profile)
-    lm = _as_loaded(model, tokenizer)
+    lm = as_loaded(model, tokenizer)
     if lm.tokenizer is None:
         raise ProfileError("generate needs a tokenizer")
     prof.check_model(lm)
@@ -373,7 +360,7 @@ def generate(model, profile, family: str, prompts: list[str], *, max_new_tokens:
 def routes(model, profile, prompts: list[str], *, tokenizer=None) -> list[str | None]:
     """The family whose setting applies to each prompt under family="auto" (None: unsteered)."""
     prof = load_profile(profile)
-    lm = _as_loaded(model, tokenizer)
+    lm = as_loaded(model, tokenizer)
     prof.check_model(lm)
     return [prof.resolve(lm, "auto", p) for p in prompts]
 
