@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steeropt.errors import SteeroptError
+from steeropt.evaluation.objectives.stack import sample_value
 
 DEFAULT_CONCEPT_TARGET = 0.5  # a calibrated concept score of 0.5 ≈ label 1 of 2: the concept is clearly "partly" there
 
@@ -683,23 +684,14 @@ def _evaluate_held_out(study, p: FamilyPick, plan, repeats: int) -> None:
     p.held_out_counts = {"samples": steered.counts["samples"], "filtered": steered.counts["filtered"],
                          "missing": steered.counts["missing"], "prompts": len(prompts), "repeats": n,
                          "failed": steered.failed, "reason": steered.reason}
-    axes = [k for k in dict.fromkeys([*(c[0] for c in _axes(study)), "hm"])]
+    axes = list(dict.fromkeys([*(n for n, _ in study.stack.objectives), *(n for n, _, _ in study.stack.constraints),
+                               "hm"]))
     for name in names[1:]:  # records are plan-major in prompt order for every plan: pairs line up
         other = by_name[name].samples
-        p.arm_differences[name] = {a: paired_arm_difference([_score(x, a) for x in steered.samples],
-                                                            [_score(x, a) for x in other]) for a in axes}
+        p.arm_differences[name] = {a: paired_arm_difference([sample_value(x, a) for x in steered.samples],
+                                                            [sample_value(x, a) for x in other]) for a in axes}
     p.held_out_texts = [{"prompt": x["prompt"], **{name: by_name[name].samples[i]["text"] for name in names}}
                         for i, x in enumerate(steered.samples)]
-
-
-def _axes(study) -> list[tuple]:
-    return [*((n, d) for n, d in study.stack.objectives), *((n, op) for n, op, _ in study.stack.constraints)]
-
-
-def _score(record: dict, name: str):
-    from steeropt.evaluation.objectives.stack import sample_value
-
-    return sample_value(record, name)
 
 
 def _profile_family(p: FamilyPick, res: PickResult) -> dict:

@@ -49,10 +49,10 @@ def score_arms(study, *, force: bool = False) -> dict:
     Writes runs/<study>/arms.json and the samples, and stores the summaries in the Optuna study."""
     opt_study = study.optimizer.study
     stored = opt_study.user_attrs.get(ARMS_KEY)
-    want = list(arm_plans(study.spec))
+    by_name = arm_plans(study.spec)
+    want, plans = list(by_name), list(by_name.values())
     if stored and not force and sorted(stored) == sorted(want):
         return stored
-    plans = list(arm_plans(study.spec).values())
     baseline = study.baseline_samples()
     samples = study.generator.run(study.prompts, plans[1:], study.decoding, seed=study.spec.seed) if len(plans) > 1 else []
     for s in samples:
