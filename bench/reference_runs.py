@@ -43,7 +43,7 @@ def variant(name: str, seed: int, out: Path) -> Path:
 def run_all(names, seeds, out: Path, pick_only: bool = False, held_out_all: bool = False) -> dict:
     from steeropt.engine.models import load_model
     from steeropt.report.compare import compare
-    from steeropt.report.pick import pick
+    from steeropt.deploy.pick import pick
     from steeropt.runner.study import Study
 
     lm = load_model("smollm2-135m-instruct")

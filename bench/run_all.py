@@ -54,7 +54,7 @@ def rel(p: Path) -> str:
 def machine() -> dict:
     import torch
 
-    from steeropt.runner.study import package_versions
+    from steeropt.runner.provenance import package_versions
 
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
@@ -283,47 +283,42 @@ def sec_memory(cfg, tmp) -> dict:
 # ---- 6. scaling ----------------------------------------------------------------------------------------
 def sec_scaling(cfg, tmp) -> dict:
     from steeropt.engine.generation import Decoding
+    from steeropt.runner.harness import Harness
     from steeropt.specs import build
-    from steeropt.runner.study import Study, trial_prompts
+    from steeropt.specs.prompts import trial_prompts
     from steeropt.types import InterventionPlan, Site
 
     s = cfg["scaling"]
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        study = Study.from_spec(str(ROOT / "studies/quickstart.yaml"), track=False).setup()
-        spec = study.spec
+        spec = build("study", str(ROOT / "studies/quickstart.yaml"))
         # No judge cache: repeated rounds must pay for their judge calls like a fresh trial batch does.
-        from steeropt.evaluation.judges import make_judge
-        from steeropt.evaluation.objectives import ObjectiveStack
-        from steeropt.evaluation.objectives.tier1 import ConceptInfo
-
-        study.judge.close()
-        study.judge = make_judge(study.judge_spec, lm=study.lm, cache=None)
-        study.stack = ObjectiveStack(study.objective, study.lm, study.judge, ConceptInfo.from_concept(spec.concept))
+        h = Harness(spec).load(judge_cache=None)
+        unsteered = [InterventionPlan([], [])]
         alphas = [0.1, 0.2, 0.3, 0.4]  # one trial batch = the quickstart's batch_size of 4 candidates
         layers_all = [10, 12, 14, 16]
 
         def measure(n_prompts, tokens, n_sites):
             sp = spec.model_copy(update={"budget": spec.budget.model_copy(update={"prompts_per_trial": n_prompts})})
-            study.prompts = trial_prompts(sp)
-            study.decoding = Decoding(**(spec.decoding.model_dump() | {"max_new_tokens": tokens}))
-            study.baseline = None
-            study.baseline_samples()  # once per study, not per trial batch
+            prompts = trial_prompts(sp)
+            dec = Decoding(**(spec.decoding.model_dump() | {"max_new_tokens": tokens}))
+            baseline = h.generate(prompts, unsteered, decoding=dec)  # once per study, not per trial batch
             plans = [InterventionPlan([Site(l, "add", "wedding") for l in layers_all[:n_sites]], [a] * n_sites)
                      for a in alphas]
-            calls0 = study.judge.stats.calls
+            calls0 = h.judge.stats.calls
             t = time.perf_counter()
-            res = study._evaluate(plans, study.baseline)
+            res = h.evaluate(h.generate(prompts, plans, decoding=dec), plans, baseline)
             dt = time.perf_counter() - t
-            row = {"prompts": len(study.prompts), "new_tokens": tokens, "sites": n_sites, "seconds": dt,
+            row = {"prompts": len(prompts), "new_tokens": tokens, "sites": n_sites, "seconds": dt,
                    "judge_requests": sum(r.counts["judge_requests"] for r in res),
-                   "judge_calls": study.judge.stats.calls - calls0, "load": os.getloadavg()[0]}
+                   "judge_calls": h.judge.stats.calls - calls0, "load": os.getloadavg()[0]}
             log(f"  scaling: {row}")
             return row
 
         p0, t0, s0 = s["base"]
-        study._evaluate([InterventionPlan([Site(10, "add", "wedding")], [0.1])], study.baseline_samples())  # warm-up
+        warm = [InterventionPlan([Site(10, "add", "wedding")], [0.1])]
+        h.evaluate(h.generate(h.prompts, warm), warm, h.generate(h.prompts, unsteered))  # warm-up
         # Interleaved rounds, best time per setting: the load on a shared machine drifts over minutes.
         settings = [(p0, t0, s0)] + [(p, t0, s0) for p in s["prompts"]] + [(p0, t, s0) for t in s["tokens"]] \
             + [(p0, t0, n) for n in s["sites"]]
@@ -338,12 +333,12 @@ def sec_scaling(cfg, tmp) -> dict:
                     best[st]["all_seconds"].append(row["seconds"])
         rows = {"base": best[(p0, t0, s0)], "prompts": [best[(p, t0, s0)] for p in s["prompts"]],
                 "tokens": [best[(p0, t, s0)] for t in s["tokens"]], "sites": [best[(p0, t0, n)] for n in s["sites"]]}
-        study.close()
+        h.close()
     finally:
         os.chdir(cwd)
     return {"rows": rows, "rounds": s.get("rounds", 2), "candidates_per_batch": len(alphas), "judge": "local-default (in process, no judge cache)",
             "command": "bench/run_all.py --sections scaling (Study.setup() on studies/quickstart.yaml, then "
-                       "study._evaluate(4 plans, baseline) per setting; sites = add at layers 10,12,14,16)"}
+                       "Harness.evaluate(generate(4 plans), baseline) per setting; sites = add at layers 10,12,14,16)"}
 
 
 # ---- report --------------------------------------------------------------------------------------------

@@ -32,10 +32,10 @@ _EXPORTS = {
     "Generator": "steeropt.engine.generation",
     "Decoding": "steeropt.engine.generation",
     "steer": "steeropt.engine.interventions",
-    "apply_profile": "steeropt.report.profiles",
-    "load_profile": "steeropt.report.profiles",
+    "apply_profile": "steeropt.deploy.profiles",
+    "load_profile": "steeropt.deploy.profiles",
     "compare": "steeropt.report.compare",
-    "pick": "steeropt.report.pick",
+    "pick": "steeropt.deploy.pick",
 }
 
 __all__ = list(_EXPORTS)

@@ -62,3 +62,9 @@ class Sample:
     instruction: str | None = None  # the instruction the prompt was rendered with (the prompted arm)
     # the plan's strength in normalised units: a float for one site, a tuple for several, None without sites
     alpha: float | tuple[float, ...] | None = None
+
+
+def site_names(plan: InterventionPlan) -> list[str]:
+    """A stable name per site of a plan ("L14.add.wedding", "L10.head_add.v.h2-5"): how records key raw α."""
+    return [f"L{s.layer}.{s.controller}.{s.vector}" + (f".h{'-'.join(map(str, s.heads))}" if s.heads else "")
+            for s in plan.sites]

@@ -103,7 +103,7 @@ def pick(study: str = typer.Argument(..., help="study name or file"),
     """
     import json
 
-    from steeropt.report.pick import pick as run_pick
+    from steeropt.deploy.pick import pick as run_pick
     from steeropt.specs import build
 
     target = out_dir or f"profiles/{build('study', study).name}"
@@ -238,7 +238,7 @@ def generate(prompt: List[str] = typer.Argument(..., help="one or more prompts")
           "How do I sleep better?"
     """
     from steeropt.engine.models import load_model
-    from steeropt.report.profiles import generate as gen, load_profile, routes
+    from steeropt.deploy.profiles import generate as gen, load_profile, routes
 
     prof = load_profile(profile)
     if family != "auto":
@@ -272,7 +272,7 @@ def plan(study: str = typer.Argument(..., help="study name or file"),
 
     from rich.table import Table
 
-    from steeropt.report.power import power_plan
+    from steeropt.runner.power import power_plan
 
     res = power_plan(study, effect=effect, sources=tuple(source or ()), pilot=pilot)
     if as_json:

@@ -234,7 +234,7 @@ def _run_study(spec: str, trials: Optional[int], worker: bool, track: bool) -> N
         study.close(status)
     print_front(study.spec.name, df, study.stack.objectives, study.progress.hypervolume, labels=study.space.labels())
     if study.tracker is not None:  # a link that opens on the runs table (MLflow 3.17 reads ?workflowType=)
-        from steeropt.runner.tracking import ui_url
+        from steeropt.tracking import ui_url
 
         link, serve = ui_url(redact(study.tracker.tracking_uri or "sqlite:///mlflow.db"), study.tracker.experiment_id)
         out.print(f"MLflow runs: {link}" + (f"  (start the UI with: {serve})" if serve else ""), highlight=False)

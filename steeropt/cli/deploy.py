@@ -23,7 +23,7 @@ def parity(profile: str = typer.Argument(..., help="profile directory (from stee
     Example:
       steeropt parity profiles/quickstart --max-prompts 4
     """
-    from steeropt.report.parity import format_report, parity as run_parity
+    from steeropt.deploy.parity import format_report, parity as run_parity
 
     rep = run_parity(profile, engine=engine, families=family or None, max_new_tokens=max_new_tokens,
                      max_prompts=max_prompts)

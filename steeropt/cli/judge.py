@@ -69,7 +69,7 @@ def _load_labels(labels: Optional[str], from_mlflow: Optional[str], tracking_uri
         raise SteeroptError(f"give either a label file ({what}) or --from-mlflow EXPERIMENT, not {'both' if labels else 'neither'}")
     if labels is not None:
         return read_labels(labels), labels
-    from steeropt.evaluation.mlflow_labels import read_mlflow_labels
+    from steeropt.tracking.labels import read_mlflow_labels
 
     items = read_mlflow_labels(from_mlflow, tracking_uri)
     return items, f"mlflow:{from_mlflow}" + (f"@{tracking_uri}" if tracking_uri else "")
@@ -194,7 +194,7 @@ def export(
     """
     from collections import Counter
 
-    from steeropt.evaluation.mlflow_labels import read_mlflow_labels, write_labels_jsonl
+    from steeropt.tracking.labels import read_mlflow_labels, write_labels_jsonl
 
     items = read_mlflow_labels(from_mlflow, tracking_uri)
     write_labels_jsonl(items, out_file)

@@ -29,7 +29,7 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
     from rich.table import Table
 
     from steeropt.runner.review import chosen_params, select
-    from steeropt.runner.tracking import LABEL_SCALE, REVIEW_TAG, Tracker, _probe, flush_traces, ui_url
+    from steeropt.tracking import LABEL_SCALE, REVIEW_TAG, Tracker, probe, flush_traces, ui_url
     from steeropt.specs import build
 
     st = build("study", spec)
@@ -38,7 +38,7 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         trials = optuna.load_study(study_name=st.name, storage=st.storage).get_trials(deepcopy=False)
     except KeyError:
         raise SteeroptError(f"no study '{st.name}' in {st.storage}: run it first with 'steeropt run {spec}'") from None
-    _probe(st.tracking_uri)  # a tracking server nobody answers at: say so now, not after MLflow's retries
+    probe(st.tracking_uri)  # a tracking server nobody answers at: say so now, not after MLflow's retries
     if MlflowClient(st.tracking_uri).get_experiment_by_name(st.experiment_name) is None:
         raise SteeroptError(f"no MLflow experiment '{st.experiment_name}' at {st.tracking_uri or 'sqlite:///mlflow.db'}: "
                             f"run the study with tracking on first")

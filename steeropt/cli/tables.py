@@ -79,7 +79,7 @@ def print_status(st, optuna_study, spec_ref: str, done: int) -> None:
     """What the trials mean (report.status): constraints, infeasible trials and why, the re-evaluation, the
     front with its hypervolume and what it is relative to, the next command."""
     from steeropt.report.status import study_status
-    from steeropt.runner.study import trials_frame
+    from steeropt.report.trials import trials_frame
 
     objectives = st.part("objective").directions
     df = trials_frame(optuna_study, objectives)

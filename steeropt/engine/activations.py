@@ -2,6 +2,7 @@
 output projection (heads, the concatenated per-head outputs)."""
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 
 import torch
@@ -86,3 +87,29 @@ def mean_token_norm(lm: LoadedModel, texts: list[str], layer: int, *, site: str 
         n_heads = n_heads or lm.adapter.n_heads
         return toks.view(toks.shape[0], n_heads, -1).norm(dim=-1).mean(0)
     return toks.norm(dim=-1).mean()
+
+
+# The one set every activation scale (mean_norm, head_norms, a site's m at another layer) is measured on.
+NEUTRAL_TEXTS = [
+    "The train to the city leaves every hour from the main platform.",
+    "Water boils at a lower temperature at high altitude.",
+    "She updated the spreadsheet with the numbers from last quarter.",
+    "The library is open from nine in the morning until six in the evening.",
+    "Please remember to bring a pen and a notebook to the meeting.",
+    "The recipe needs two cups of flour and a pinch of salt.",
+    "Our team fixed the bug in the login page yesterday.",
+    "The river runs through the valley and into the lake.",
+]
+# Stamped into each vector: a saved vector whose norm came from other texts is re-measured on load.
+NEUTRAL_SET_ID = hashlib.sha256("\n".join(NEUTRAL_TEXTS).encode()).hexdigest()[:12]
+
+
+def neutral_norm(lm: LoadedModel, layer: int, site: str = "resid"):
+    """Mean token norm at (layer, site) on NEUTRAL_TEXTS, cached on `lm`: a float (resid) or a
+    `[n_heads]` tensor (heads)."""
+    key = (layer, site)
+    if key not in lm._neutral_norms:
+        value = mean_token_norm(lm, NEUTRAL_TEXTS, layer, site=site).cpu()
+        lm._neutral_norms[key] = float(value) if site == "resid" else value
+    value = lm._neutral_norms[key]
+    return value if site == "resid" else value.clone()

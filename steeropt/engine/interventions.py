@@ -30,7 +30,8 @@ import torch
 from steeropt.errors import InterventionError
 from steeropt.engine.models import LoadedModel, as_loaded
 from steeropt.types import CONTROLLERS, POSITIONS, InterventionPlan, Site
-from steeropt.engine.vectors import SteeringVector, VectorSet
+from steeropt.engine.activations import neutral_norm
+from steeropt.engine.vector_set import VectorSet
 
 
 @dataclass
@@ -39,7 +40,7 @@ class _Op:
     fn: Callable[[torch.Tensor], torch.Tensor]
 
 
-class _Positions:
+class Positions:
     """Where the current forward call sits: offset = tokens already in the KV cache; `real` marks the call's
     non-pad tokens ([B, T, 1] bool, None when the call has no padding). Pads are never steered."""
 
@@ -121,15 +122,13 @@ def validate_plans(lm: LoadedModel, vectors: VectorSet, plans: Sequence[Interven
 def site_norm(lm: LoadedModel, vectors: VectorSet, site: Site) -> float:
     """m, the activation scale of α at a residual site: the mean token norm at the site's layer on
     NEUTRAL_TEXTS — the vector's own stamp at its layer (measured the same way), else measured here."""
-    from steeropt.engine.vectors import neutral_norm
-
     vec = vectors[site.vector]
     if (site.layer == vec.layer or site.controller == "head_add") and vec.mean_norm == vec.mean_norm:
         return vec.mean_norm  # stamped at this layer (not NaN)
     return neutral_norm(lm, site.layer)
 
 
-def _build_op(lm: LoadedModel, vectors: VectorSet, site: Site, alpha: torch.Tensor, active: torch.Tensor) -> _Op:
+def build_op(lm: LoadedModel, vectors: VectorSet, site: Site, alpha: torch.Tensor, active: torch.Tensor) -> _Op:
     """alpha, active: `[B]` per-row strength and whether the row's plan has this site."""
     vec = vectors[site.vector]
     m = site_norm(lm, vectors, site)
@@ -196,8 +195,8 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
                 active[r] = 1.0
         if not active.any():
             continue
-        ops_by_point.setdefault(hook_point(site), []).append(_build_op(lm, vectors, site, alpha, active))
-    handles = install_hooks(lm, ops_by_point, _Positions(prompt_len, pad_mask=pad_mask), n_rows=n_rows)
+        ops_by_point.setdefault(hook_point(site), []).append(build_op(lm, vectors, site, alpha, active))
+    handles = install_hooks(lm, ops_by_point, Positions(prompt_len, pad_mask=pad_mask), n_rows=n_rows)
     try:
         yield
     finally:
@@ -206,9 +205,9 @@ def steer(lm: LoadedModel, vectors: VectorSet, plans: Sequence[InterventionPlan]
 
 
 @contextmanager
-def apply_vector(model, vec: SteeringVector, alpha: float | None = None, *, coefficient: float | None = None,
+def apply_vector(model, vec, alpha: float | None = None, *, coefficient: float | None = None,
                  controller: str = "add", layer: int | None = None, tokenizer=None):
-    """Steer every row and position of `model` with one vector inside the block (the steering-vectors /
+    """Steer every row and position of `model` with one vector (a SteeringVector) inside the block (the steering-vectors /
     repeng way: plain `model.generate(...)` calls, any batch size). Give exactly one strength:
 
     alpha: normalised units, x + α·m·v̂ for add (m = `vec.mean_norm`, see the module docstring);
@@ -232,8 +231,8 @@ def apply_vector(model, vec: SteeringVector, alpha: float | None = None, *, coef
     plan = InterventionPlan([site], [float(alpha)])
     validate_plans(lm, vectors, [plan])
     # one row of strengths broadcasts over any batch: the hook is not tied to a row count
-    op = _build_op(lm, vectors, site, torch.tensor([float(alpha)]), torch.ones(1))
-    handles = install_hooks(lm, {hook_point(site): [op]}, _Positions(None))
+    op = build_op(lm, vectors, site, torch.tensor([float(alpha)]), torch.ones(1))
+    handles = install_hooks(lm, {hook_point(site): [op]}, Positions(None))
     try:
         yield lm
     finally:
@@ -246,7 +245,7 @@ def hook_point(site: Site) -> tuple[int, str]:
     return site.layer, "o_proj" if site.controller == "head_add" else "resid"
 
 
-def install_hooks(lm: LoadedModel, ops_by_point: dict, pos: _Positions, *, n_rows: int | None = None) -> list:
+def install_hooks(lm: LoadedModel, ops_by_point: dict, pos: Positions, *, n_rows: int | None = None) -> list:
     """Register the position tracker and one hook per (layer, point) running its ops; returns the handles
     (on error, nothing stays registered)."""
 

@@ -8,42 +8,17 @@ into a tent over layers where one vector's own layer meets its neighbours.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from steeropt.engine.activations import collect, mean_token_norm
+from steeropt.engine.activations import NEUTRAL_SET_ID, NEUTRAL_TEXTS, collect, neutral_norm  # noqa: F401
 from steeropt.errors import InterventionError, SteeroptError
+from steeropt.engine.interventions import apply_vector
 from steeropt.engine.models import LoadedModel
-
-# The one set every activation scale (mean_norm, head_norms, a site's m at another layer) is measured on.
-NEUTRAL_TEXTS = [
-    "The train to the city leaves every hour from the main platform.",
-    "Water boils at a lower temperature at high altitude.",
-    "She updated the spreadsheet with the numbers from last quarter.",
-    "The library is open from nine in the morning until six in the evening.",
-    "Please remember to bring a pen and a notebook to the meeting.",
-    "The recipe needs two cups of flour and a pinch of salt.",
-    "Our team fixed the bug in the login page yesterday.",
-    "The river runs through the valley and into the lake.",
-]
-# Stamped into each vector: a saved vector whose norm came from other texts is re-measured on load.
-NEUTRAL_SET_ID = hashlib.sha256("\n".join(NEUTRAL_TEXTS).encode()).hexdigest()[:12]
-
-
-def neutral_norm(lm: LoadedModel, layer: int, site: str = "resid"):
-    """Mean token norm at (layer, site) on NEUTRAL_TEXTS, cached on `lm`: a float (resid) or a
-    `[n_heads]` tensor (heads)."""
-    key = (layer, site)
-    if key not in lm._neutral_norms:
-        value = mean_token_norm(lm, NEUTRAL_TEXTS, layer, site=site).cpu()
-        lm._neutral_norms[key] = float(value) if site == "resid" else value
-    value = lm._neutral_norms[key]
-    return value if site == "resid" else value.clone()
-
+from steeropt.engine.vector_set import VectorSet  # noqa: F401  (re-exported: the public home of VectorSet)
 
 @dataclass
 class SteeringVector:
@@ -109,9 +84,6 @@ class SteeringVector:
             with vec.apply(lm, coefficient=4.0):      # raw: x + 4.0 * v, as in repeng / steering-vectors
 
         `alpha = coefficient * vec.norm / vec.mean_norm`. See `interventions.apply_vector`."""
-        # interventions builds on this module (VectorSet), so it is imported here, not at the top
-        from steeropt.engine.interventions import apply_vector
-
         return apply_vector(model, self, alpha, coefficient=coefficient, controller=controller, layer=layer,
                             tokenizer=tokenizer)
 
@@ -151,19 +123,6 @@ class SteeringVector:
         return cls(info["name"], int(info["layer"]), tensors["vector"], info["site"], info["method"],
                    float(info["mean_norm"]), tensors.get("head_norms"), tensors.get("head_scores"), affine,
                    info.get("model_name", ""), info.get("model_sha256", ""), info.get("meta") or {})
-
-
-class VectorSet(dict):
-    """name -> SteeringVector."""
-
-    def add(self, vec: SteeringVector) -> SteeringVector:
-        self[vec.name] = vec
-        return vec
-
-    def get_vector(self, name: str) -> SteeringVector:
-        if name not in self:
-            raise InterventionError(f"unknown vector '{name}'; known: {sorted(self) or 'none'}")
-        return self[name]
 
 
 def _stamp(vec: SteeringVector, lm: LoadedModel) -> SteeringVector:

@@ -18,6 +18,7 @@ or a metric) and the cheap metrics it lists.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,9 @@ import yaml
 from scipy.optimize import minimize
 
 from steeropt.errors import SteeroptError
+from steeropt.evaluation.objectives.axes import AXES, LABEL_OF_AXIS, axis_score_names
+from steeropt.specs import search_dirs
 
-AXES = ("concept", "fluency", "relevance")
-LABEL_OF_AXIS = {"concept": "concept", "fluency": "coherency", "relevance": "relevance"}
 # Cheap features per axis: (metric, sign) with sign = +1 when larger means better on that axis.
 CHEAP_FEATURES = {
     "concept": [("keyword_hits", 1.0)],
@@ -115,8 +116,6 @@ def save(path: str | Path, calibrators: dict[str, Calibrator], meta: dict) -> No
 
 def find(path: str | Path) -> Path:
     """A calibration file as given, else by that name in the objectives search path (./objectives, presets)."""
-    from steeropt.specs import search_dirs
-
     p = Path(path)
     if p.is_file():
         return p
@@ -164,8 +163,6 @@ def calibrate(spec, items, recs, test_items=None, test_recs=None) -> tuple[dict[
     over the calibration file's own concepts (when it has 2+).
     Returns (calibrators fitted on everything, report). The training fit is never reported.
     """
-    from steeropt.evaluation.validation import axis_score_names, spearman_ci
-
     names = axis_score_names(spec)
     cals, report = {}, {"method": "held-out file" if test_items else "leave-one-concept-out", "axes": {}}
     for axis in AXES:
@@ -206,8 +203,6 @@ def calibrate(spec, items, recs, test_items=None, test_recs=None) -> tuple[dict[
 def _loco(axis: str, source, X: list[dict], y: list[int], concepts: list[str]) -> dict:
     """Leave-one-concept-out agreement: each concept predicted by a map fitted on the others; the out-of-fold
     predictions pooled (Spearman with a bootstrap 95% interval) and per held-out concept ("folds")."""
-    from steeropt.evaluation.validation import spearman_ci
-
     oof: dict[int, float | None] = {}
     folds = {}
     for c in sorted(set(concepts)):
@@ -223,3 +218,23 @@ def _loco(axis: str, source, X: list[dict], y: list[int], concepts: list[str]) -
     js = [j for j in sorted(oof) if oof[j] is not None]
     return {**spearman_ci([oof[j] for j in js], [y[j] for j in js]), "folds": folds,
             "predictions": {j: oof[j] for j in sorted(oof)}}
+
+
+def spearman_ci(x: list[float], y: list[float], *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Spearman rho with a paired percentile bootstrap 95% interval; None where undefined (n < 3, constant)."""
+    from scipy.stats import bootstrap, spearmanr
+
+    n = len(x)
+    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"spearman": None, "ci": None, "n": n}
+    rho = float(spearmanr(x, y).statistic)
+
+    def stat(a, b):
+        with warnings.catch_warnings():  # resamples with a constant side are expected on small sets
+            warnings.simplefilter("ignore")
+            r = spearmanr(a, b).statistic
+        return 0.0 if np.isnan(r) else r  # a resample with a constant side carries no rank information
+
+    ci = bootstrap((np.asarray(x, float), np.asarray(y, float)), stat, paired=True, vectorized=False,
+                   n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+    return {"spearman": rho, "ci": [float(ci.low), float(ci.high)], "n": n}

@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import difflib
 import json
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from steeropt.engine.generation import Decoding, Generator
 from steeropt.errors import SpecError, SteeroptError
-from steeropt.evaluation.calibration import AXES, LABEL_OF_AXIS
+from steeropt.evaluation.calibration import spearman_ci
+from steeropt.evaluation.objectives import ObjectiveStack
+from steeropt.evaluation.objectives.axes import AXES, LABEL_OF_AXIS, axis_score_names
+from steeropt.evaluation.objectives.config import compare
+from steeropt.evaluation.objectives.gates import gate_reasons
+from steeropt.evaluation.objectives.tier1 import ConceptInfo
+from steeropt.specs.concepts import builtin_concepts, load_concept
+from steeropt.types import InterventionPlan, Sample
 
 LABELS = ("concept", "coherency", "relevance")
-# Which of the objective's score names feeds each axis (first match wins).
-AXIS_SCORES = {"concept": ("concept",), "fluency": ("fluency", "coherency", "coherence"),
-               "relevance": ("relevance", "instruction")}
 # Cheap metrics reported against each axis, with the sign that makes "larger = better".
 CHEAP = {"concept": [("keyword_hits", 1)],
          "fluency": [("fluency_proxy", 1), ("neutral_surprisal", -1), ("rep_3", -1), ("coherency_proxy", 1)],
@@ -108,9 +112,6 @@ def read_labels(path: str | Path) -> list[LabelItem]:
 
 def concept_info(name: str, description: str = ""):
     """ConceptInfo for a label's concept; keywords from the built-in concept of that name (or its singular)."""
-    from steeropt.evaluation.objectives.tier1 import ConceptInfo
-    from steeropt.specs.concepts import builtin_concepts, load_concept
-
     known = builtin_concepts()
     for ref in (name, name.rstrip("s")):
         if ref in known:
@@ -123,8 +124,6 @@ def item_samples(lm, items: list[LabelItem]):
     """Samples as a study's generator makes them: rendered prompt ids and response ids. Labelled responses
     are real outputs cut at a token limit, so a sample is unfinished (no EOS, a tail loop counts as
     degenerate) unless the item says "finished": true (then EOS is appended, as generation keeps it)."""
-    from steeropt.types import Sample
-
     tok = lm.tokenizer
     out = []
     for it in items:
@@ -137,9 +136,6 @@ def item_samples(lm, items: list[LabelItem]):
 
 def baseline_for(lm, items: list[LabelItem], decoding=None):
     """The model's own unsteered answers to the labelled prompts: the reference of the drift / proxy metrics."""
-    from steeropt.engine.generation import Decoding, Generator
-    from steeropt.types import InterventionPlan
-
     prompts = sorted({it.prompt for it in items})
     return Generator(lm).run([("baseline", p) for p in prompts], [InterventionPlan([], [])], decoding or Decoding(), seed=0)
 
@@ -147,8 +143,6 @@ def baseline_for(lm, items: list[LabelItem], decoding=None):
 def needs_baseline(spec, lm, judge=None) -> bool:
     """Whether scoring with `spec` reads a teacher-forced metric, whose reference is the model's own answers (else
     they are not generated: on a 1.5B model that is minutes)."""
-    from steeropt.evaluation.objectives import ObjectiveStack
-
     return ObjectiveStack(spec, lm, judge).tier1.teacher_forced
 
 
@@ -157,9 +151,6 @@ def score_items(lm, spec, items: list[LabelItem], judge=None, *, baseline=None, 
 
     judge_all: judge filtered items too (an audit share of 1) so raw judge scores exist for every item.
     """
-    from steeropt.evaluation.objectives import ObjectiveStack
-    from steeropt.types import InterventionPlan
-
     if judge_all and spec.gates:
         spec = spec.model_copy(update={"audit": spec.audit.model_copy(update={"share": 1.0})})
     samples = item_samples(lm, items)
@@ -178,31 +169,6 @@ def score_items(lm, spec, items: list[LabelItem], judge=None, *, baseline=None, 
     return recs  # type: ignore[return-value]
 
 
-def axis_score_names(spec) -> dict[str, str | None]:
-    """axis -> the objective's score name for it (None: the objective has no score for that axis)."""
-    return {a: next((n for n in names if n in spec.scores), None) for a, names in AXIS_SCORES.items()}
-
-
-def spearman_ci(x: list[float], y: list[float], *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Spearman rho with a paired percentile bootstrap 95% interval; None where undefined (n < 3, constant)."""
-    from scipy.stats import bootstrap, spearmanr
-
-    n = len(x)
-    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return {"spearman": None, "ci": None, "n": n}
-    rho = float(spearmanr(x, y).statistic)
-
-    def stat(a, b):
-        with warnings.catch_warnings():  # resamples with a constant side are expected on small sets
-            warnings.simplefilter("ignore")
-            r = spearmanr(a, b).statistic
-        return 0.0 if np.isnan(r) else r  # a resample with a constant side carries no rank information
-
-    ci = bootstrap((np.asarray(x, float), np.asarray(y, float)), stat, paired=True, vectorized=False,
-                   n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
-    return {"spearman": rho, "ci": [float(ci.low), float(ci.high)], "n": n}
-
-
 def _pairs(values: list, items: list[LabelItem], label: str, sign: float = 1.0) -> tuple[list, list]:
     xs, ys = [], []
     for v, it in zip(values, items):
@@ -215,8 +181,6 @@ def _pairs(values: list, items: list[LabelItem], label: str, sign: float = 1.0) 
 def gate_figures(gates, metrics: list[dict], items: list[LabelItem], *, by_concept: bool = False) -> dict:
     """Per gate (and all gates together): precision and recall for "broken" (coherency label 0).
     by_concept: each entry also holds "per_concept": the same figures on each concept's items alone."""
-    from steeropt.evaluation.objectives.gates import gate_reasons
-
     if by_concept:
         out = gate_figures(gates, metrics, items)
         for c in sorted({it.concept for it in items}):
@@ -263,8 +227,6 @@ def choose_threshold(values: list[float | None], broken: list[bool], op: str, mi
     """The gate threshold with the most recall at precision >= min_precision for "broken" (None if none).
 
     Candidates are midpoints between observed values; a sample whose metric is missing never fires."""
-    from steeropt.evaluation.objectives.config import compare
-
     xs = sorted({float(v) for v in values if v is not None})
     best = None
     for t in [(a + b) / 2 for a, b in zip(xs, xs[1:])]:

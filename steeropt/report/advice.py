@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from steeropt.evaluation.objectives.metrics import compile_keywords
-from steeropt.runner.tracking import baseline_file, samples_file
+from steeropt.tracking.run_dir import baseline_file, samples_file
 
 WORD = re.compile(r"[a-z][a-z'-]{3,}")
 # everyday words that rise with any steering or say nothing about a concept

@@ -9,7 +9,7 @@ import pandas as pd
 from steeropt.report.pareto import TrialPoint, hypervolume_curve, non_dominated
 
 
-def _complete(df: pd.DataFrame, objectives) -> pd.DataFrame:
+def complete_rows(df: pd.DataFrame, objectives) -> pd.DataFrame:
     names = [n for n, _ in objectives]
     if df.empty:
         return df
@@ -19,7 +19,7 @@ def _complete(df: pd.DataFrame, objectives) -> pd.DataFrame:
 
 def pareto_front(df: pd.DataFrame, objectives) -> pd.DataFrame:
     """Complete, feasible, non-dominated trials (sorted by the first objective)."""
-    done = _complete(df, objectives)
+    done = complete_rows(df, objectives)
     if done.empty:
         return done
     names, dirs = [n for n, _ in objectives], [d for _, d in objectives]
@@ -34,7 +34,7 @@ def hypervolume_by_trial(df: pd.DataFrame, objectives, reference) -> list[tuple[
     if df.empty:
         return []
     names, dirs = [n for n, _ in objectives], [d for _, d in objectives]
-    ok = _complete(df, objectives).index
+    ok = complete_rows(df, objectives).index
     feasible = df["feasible"].tolist() if "feasible" in df else [None] * len(df)
     pts = [TrialPoint(int(r["number"]), [float(r[n]) for n in names] if i in ok else None, f is not False)
            for (i, r), f in zip(df.iterrows(), feasible)]
@@ -98,7 +98,7 @@ def front_plot_data(points: dict[str, pd.DataFrame], objectives, constraints=(),
                 plot.taus.append((axis, float(tau), f"τ: {name} {op.replace('>=', '≥').replace('<=', '≤')} {tau:g} "
                                                     "(constraint; trials below it are infeasible)"))
     for label, df in points.items():
-        done = _complete(df, objectives)
+        done = complete_rows(df, objectives)
         why = {i: first_violation(r, constraints) for i, r in done.iterrows()}
         if "feasible" in done:  # the runner's own verdict; the reason from the values when they show it
             why = {i: (w or "a constraint") if is_false(done.at[i, "feasible"]) else None for i, w in why.items()}

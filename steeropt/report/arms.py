@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from steeropt.evaluation.objectives.config import compare
+from steeropt.records import TrialRecord
 from steeropt.report.paired import expanded_interval
 
-ARMS_KEY = "arms"  # the Optuna study user attribute that holds the arms' summaries
 MARGIN = 0.01  # a difference is clear when its interval excludes 0 by more than this (as report.paired)
 
 
@@ -42,7 +42,7 @@ def best_feasible(frozen, family: str, maximize: str, constraints) -> object | N
     """The complete trial with the best family value of `maximize` among those meeting every constraint there."""
     best = None
     for t in frozen:
-        vals = ((t.user_attrs.get("families") or {}).get(family) or {}).get("values") or {}
+        vals = TrialRecord.from_trial(t).family_values(family) or {}
         if vals.get(maximize) is None or any(vals.get(n) is None or not compare(vals[n], op, v) for n, op, v in constraints):
             continue
         if best is None or vals[maximize] > best[1]:
@@ -64,7 +64,7 @@ def versus_arms(arms: dict | None, frozen, maximize: str, constraints, axes) -> 
         t = best_feasible(frozen, fam, maximize, constraints)
         row["best_trial"] = None if t is None else t.number
         if t is not None:
-            tps = t.user_attrs.get("prompt_scores") or {}
+            tps = TrialRecord.from_trial(t).prompt_scores or {}
             for name, a in arms.items():
                 diffs = {}
                 for k in axes:

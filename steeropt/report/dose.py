@@ -26,6 +26,8 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import expit
 
+from steeropt.records import FamilyValues, TrialRecord
+
 GRID = 201  # points at which curves, bands and sweet spots are evaluated
 Z95 = 3.919928  # width of a normal 95% interval in standard deviations
 
@@ -65,7 +67,7 @@ class Curve:
                 "x_range": [float(self.x[0]), float(self.x[-1])]}
 
 
-def _model(p, x):
+def logistic(p, x):
     a, b, s, x0 = p
     return a + (b - a) * expit(s * (x - x0))
 
@@ -96,7 +98,7 @@ def fit_logistic(x, y, w, x_range: tuple[float, float], start=None) -> np.ndarra
     best = None
     for st in starts:
         st = np.clip(st, bounds[0], bounds[1])
-        r = least_squares(lambda p: sw * (_model(p, x) - y), st, jac=lambda p: sw[:, None] * _jac(p, x),
+        r = least_squares(lambda p: sw * (logistic(p, x) - y), st, jac=lambda p: sw[:, None] * _jac(p, x),
                           bounds=bounds, method="trf")
         if best is None or r.cost < best.cost:
             best = r
@@ -115,7 +117,7 @@ def fit_curve(axis: str, pts: list[DosePoint], *, n_boot: int = 200, seed: int =
     rng_x = x_range or (float(x.min()), float(x.max()))
     params = fit_logistic(x, y, w, rng_x)
     grid = np.linspace(rng_x[0], rng_x[1], GRID)
-    resid_sd = float(np.sqrt(np.average((_model(params, x) - y) ** 2, weights=w)))
+    resid_sd = float(np.sqrt(np.average((logistic(params, x) - y) ** 2, weights=w)))
     sd = np.full(len(use), max(resid_sd, 1e-3))
     for i, p in enumerate(use):
         iv = (p.intervals or {}).get(axis)
@@ -125,9 +127,9 @@ def fit_curve(axis: str, pts: list[DosePoint], *, n_boot: int = 200, seed: int =
     draws = np.empty((n_boot, GRID))
     for k in range(n_boot):
         yk = np.clip(y + rng.standard_normal(len(y)) * sd, min(0.0, y.min()), max(1.0, y.max()))
-        draws[k] = _model(fit_logistic(x, yk, w, rng_x, start=params), grid)
+        draws[k] = logistic(fit_logistic(x, yk, w, rng_x, start=params), grid)
     lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
-    return Curve(axis, grid, _model(params, grid), lo, hi, draws, tuple(float(v) for v in params),
+    return Curve(axis, grid, logistic(params, grid), lo, hi, draws, tuple(float(v) for v in params),
                  [(float(a), float(b), int(c)) for a, b, c in zip(x, y, w)])
 
 
@@ -147,7 +149,7 @@ def family_curves(pts: list[DosePoint], axes, *, n_boot: int = 200, seed: int = 
     return out
 
 
-def _region(mask: np.ndarray, x: np.ndarray) -> tuple[float, float] | None:
+def region(mask: np.ndarray, x: np.ndarray) -> tuple[float, float] | None:
     """The longest run of True in mask, as (x first, x last); None if there is none."""
     best, start, run = None, None, 0
     for i, m in enumerate(list(mask) + [False]):
@@ -181,12 +183,12 @@ def sweet_spot(curves: dict[str, Curve], *, concept: str, target: float, floors:
             m &= get(a) >= tau
         return m
 
-    point = _region(mask(lambda a: curves[a].y), x)
-    robust = _region(mask(lambda a: curves[a].lo), x)
+    point = region(mask(lambda a: curves[a].y), x)
+    robust = region(mask(lambda a: curves[a].lo), x)
     B = curves[concept].draws.shape[0]
     ends, widths = [], []
     for k in range(B):
-        r = _region(mask(lambda a: curves[a].draws[k]), x)
+        r = region(mask(lambda a: curves[a].draws[k]), x)
         widths.append(0.0 if r is None else r[1] - r[0])
         if r is not None:
             ends.append(r)
@@ -354,17 +356,16 @@ def trial_points(trials, family: str | None, *, x_param: str | None) -> list[Dos
     for t in trials:
         if t.state.name != "COMPLETE":
             continue
-        ua = t.user_attrs
-        d = (ua.get("families") or {}).get(family) if family else {"values": ua.get("values"),
-                                                                     "intervals": ua.get("intervals"), "n": None}
-        if not d or not d.get("values"):
+        rec = TrialRecord.from_trial(t)
+        d = rec.family(family) if family else FamilyValues(rec.values or {}, rec.intervals or {})
+        if not d or not d.values:
             continue
-        x = t.params.get(x_param) if x_param else d["values"].get("kl")
+        x = t.params.get(x_param) if x_param else d.values.get("kl")
         if x is None or not np.isfinite(x):
             continue
-        n = d.get("n") or (ua.get("counts") or {}).get("samples") or 1
-        ivs = {k: tuple(v[:2]) for k, v in (d.get("intervals") or {}).items() if v}
-        out.append(DosePoint(t.number, float(x), int(n), dict(d["values"]), ivs))
+        n = d.n or (rec.counts or {}).get("samples") or 1
+        ivs = {k: tuple(v[:2]) for k, v in (d.intervals or {}).items() if v}
+        out.append(DosePoint(t.number, float(x), int(n), dict(d.values), ivs))
     return out
 
 

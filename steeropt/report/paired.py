@@ -5,7 +5,7 @@
     >>> pc["matched"]    # per study and KL level: fitted concept / coherency / relevance at that dose
 
 Every trial of a compared study is scored on the same selection prompts (report.compare refuses studies
-whose prompts differ), and the runner stores each trial's per-prompt scores (user_attrs "prompt_scores").
+whose prompts differ), and the runner stores each trial's per-prompt scores (TrialRecord.prompt_scores).
 So the uncertainty of a *difference* between two controllers comes from one bootstrap over prompts shared by
 both: each draw resamples the prompts (with replacement, within each family, so the family mix stays), recomputes
 every trial's means of both studies on the same draw, and recomputes each figure; the 95% interval of a
@@ -29,19 +29,23 @@ import itertools
 
 import numpy as np
 
-from steeropt.report.dose import GRID, _model, _region, fit_logistic
+from steeropt.evaluation.objectives.config import compare
+from steeropt.records import TrialRecord
+from steeropt.report.dose import GRID, fit_logistic, logistic, region
+from steeropt.report.pareto import hypervolume
 
 
 def prompt_arrays(frozen, axes) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """(trial numbers [T], axis -> scores [T, P]) from the trials' stored per-prompt scores; None if a trial
     lacks them (a study run before they were stored)."""
-    rows = [t for t in frozen if t.state.name == "COMPLETE" and (t.user_attrs.get("values") or {})]
-    if not rows or any("prompt_scores" not in t.user_attrs for t in rows):
+    recs = {t.number: TrialRecord.from_trial(t) for t in frozen}
+    rows = [t for t in frozen if t.state.name == "COMPLETE" and recs[t.number].values]
+    if not rows or any(recs[t.number].prompt_scores is None for t in rows):
         return None
-    P = 1 + max(i for t in rows for i in t.user_attrs["prompt_scores"]["prompt"] if i is not None)
+    P = 1 + max(i for t in rows for i in recs[t.number].prompt_scores["prompt"] if i is not None)
     out = {a: np.full((len(rows), P), np.nan) for a in axes}
     for r, t in enumerate(rows):
-        ps = t.user_attrs["prompt_scores"]
+        ps = recs[t.number].prompt_scores
         for a in axes:
             for i, v in zip(ps["prompt"], ps.get(a) or []):
                 if i is not None and v is not None:
@@ -66,9 +70,6 @@ class _Figures:
         self.floors = {n: v for n, op, v in constraints if op == ">="}
 
     def __call__(self, m: dict, starts: dict | None = None) -> tuple[dict, dict]:
-        from steeropt.evaluation.objectives.config import compare
-        from steeropt.report.pareto import hypervolume
-
         names = [n for n, _ in self.objectives]
         T = len(m[names[0]])
         ok = np.ones(T, bool)
@@ -100,12 +101,12 @@ class _Figures:
                 p = fit_logistic(x[keep], y[keep], np.ones(keep.sum()), rng,
                                  start=(starts or {}).get(a))
                 fits[a] = p
-                curves[a] = _model(p, grid)
+                curves[a] = logistic(p, grid)
             if all(a in curves for a in (self.concept, *self.floors)):
                 mask = curves[self.concept] >= self.target
                 for a, tau in self.floors.items():
                     mask &= curves[a] >= tau
-                r = _region(mask, grid)
+                r = region(mask, grid)
                 fig["sweet_spot_width_kl"] = 0.0 if r is None else r[1] - r[0]
             for level in self.kl_levels:
                 inside = rng[0] <= level <= rng[1]

@@ -1,7 +1,9 @@
 """Power: will a study's budget be able to tell apart the effects it is run to find?
 
-    >>> plan = power_plan("studies/quickstart.yaml", effect=0.15)        # doctest: +SKIP
-    >>> plan["rows"]    # per decision: samples behind it, 95% half-width, smallest clear difference, verdict
+    >>> power_rows(decisions(spec), {"concept": (0.3, 40)}, effect=0.15)[0]     # doctest: +SKIP
+    >>> # per decision: samples behind it, 95% half-width, smallest clear difference, verdict
+
+The maths, no model; runner.power.power_plan gathers the spread (earlier trials or a pilot) and calls it.
 
 A decision rests on means of per-sample scores, so its precision follows from two numbers: the per-sample
 spread of each axis (the standard deviation of the scores of one setting across prompts) and how many samples
@@ -26,6 +28,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from steeropt.records import TrialRecord
+
 Z_POWER = stats.norm.ppf(0.975) + stats.norm.ppf(0.80)
 
 
@@ -42,91 +46,41 @@ def pooled_sd(groups) -> tuple[float, int] | None:
 
 def spread_from_trials(frozen, axes) -> dict[str, tuple[float, int]]:
     """axis -> (pooled within-trial sd of the per-sample scores, degrees of freedom) from stored prompt_scores."""
-    got = {a: pooled_sd((t.user_attrs.get("prompt_scores") or {}).get(a) or [] for t in frozen) for a in axes}
+    scores = [TrialRecord.from_trial(t).prompt_scores or {} for t in frozen]
+    got = {a: pooled_sd(ps.get(a) or [] for ps in scores) for a in axes}
     return {a: v for a, v in got.items() if v is not None}
 
 
-def pilot_spread(spec, axes, lm=None) -> dict[str, tuple[float, int]]:
-    """A short pilot on the model: the unsteered model and the middle of every strength range, on the trial
-    prompts, scored with the study's objective stack; the sd pooled over the two settings."""
-    from steeropt.runner.study import Study
-    from steeropt.types import InterventionPlan
-
-    import tempfile
-
-    study = Study(spec, track=False, runs_dir=tempfile.mkdtemp(prefix="steeropt-plan-"))
-    study.setup(lm=lm)
-    try:
-        space = study.space
-        mid = {p.name: (p.choices[0] if p.choices else (p.low + p.high) / 2) for p in space.parameters()}
-        plans = [InterventionPlan([], []), space.materialize(mid)]
-        samples = study.generator.run(study.prompts, plans, study.decoding, seed=spec.seed)
-        base = [s for s in samples if s.candidate == 0]
-        res = study.stack.evaluate(samples, plans, baseline=base, vectors=study.vectors)
-    finally:
-        study.close()
-    got = {a: pooled_sd([x["scores"].get(a) for x in r.samples] for r in res) for a in axes}
-    return {a: v for a, v in got.items() if v is not None}
-
-
-def _half_width(sd: float, n: int) -> float:
+def half_width(sd: float, n: int) -> float:
     return float(stats.t.ppf(0.975, max(n - 1, 1)) * sd / math.sqrt(max(n, 1)))
 
 
-def _mde(sd: float, n: int) -> float:
+def mde(sd: float, n: int) -> float:
     return float(Z_POWER * sd * math.sqrt(2.0 / max(n, 1)))
 
 
-def power_plan(ref, *, effect: float = 0.15, sources=(), pilot: bool = False, lm=None) -> dict:
-    """The table of module docstring for one study spec. `sources`: other study specs to take the spread from."""
-    import optuna
-
-    from steeropt.errors import SteeroptError
-    from steeropt.specs import build
-
-    spec = build("study", ref)
-    objective = spec.part("objective")
-    axes = list(objective.scores)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    frozen, used = [], []
-    for r in [ref, *sources]:
-        s = build("study", r)
-        try:
-            st = optuna.load_study(study_name=s.name, storage=s.storage)
-        except KeyError:
-            if r is not ref:
-                raise SteeroptError(f"--from {r}: no study '{s.name}' in {s.storage}") from None
-            continue
-        got = [t for t in st.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and "prompt_scores" in t.user_attrs]
-        if got:
-            frozen += got
-            used.append(f"{s.name} ({len(got)} trials)")
-    spread = spread_from_trials(frozen, axes) if frozen and not pilot else {}
-    source = "earlier trials: " + ", ".join(used) if spread else None
-    if not spread:
-        if not pilot:
-            raise SteeroptError(f"no finished trials with per-prompt scores for '{spec.name}' (or --from): "
-                                "run with --pilot to measure the spread on the model")
-        spread = pilot_spread(spec, axes, lm=lm)
-        source = "pilot: unsteered + mid-range strength on the trial prompts"
+def decisions(spec) -> list[tuple[str, int]]:
+    """(decision, samples behind it) for a study spec's budget (module docstring)."""
     n_fam = len(spec.prompts.families)
     ppt = spec.budget.prompts_per_trial
     splits = spec.splits()
     held = min(len(s.held_out) for s in splits.values())
     re = spec.budget.reevaluation
-    decisions = [("trial value, one family", max(ppt // n_fam, 1)), ("trial value, all families", ppt)]
+    out = [("trial value, one family", max(ppt // n_fam, 1)), ("trial value, all families", ppt)]
     if re is not None:
         fresh = min(len(s.selection) for s in splits.values()) - max(ppt // n_fam, 1)
-        decisions.append(("re-evaluated point, one family", max(min(re.rounds * re.prompts, fresh), 1)))
-    decisions += [("held-out check, one family (pick vs unsteered)", held),
-                  ("controller comparison (compare, all trial prompts)", ppt)]
+        out.append(("re-evaluated point, one family", max(min(re.rounds * re.prompts, fresh), 1)))
+    out += [("held-out check, one family (pick vs unsteered)", held),
+            ("controller comparison (compare, all trial prompts)", ppt)]
+    return out
+
+
+def power_rows(decided, spread: dict, effect: float) -> tuple[list[dict], list[str]]:
+    """(rows, warnings): per decision and axis, the 95% half-width and the minimum detectable effect."""
     rows, warnings = [], []
-    for what, n in decisions:
-        for a in axes:
-            if a not in spread:
-                continue
-            sd = spread[a][0]
-            row = {"decision": what, "axis": a, "n": n, "sd": sd, "half_width": _half_width(sd, n), "mde": _mde(sd, n)}
+    for what, n in decided:
+        for a, (sd, _) in spread.items():
+            row = {"decision": what, "axis": a, "n": n, "sd": sd, "half_width": half_width(sd, n), "mde": mde(sd, n)}
             row["ok"] = row["mde"] <= effect
             if not row["ok"]:
                 need = math.ceil(2 * (Z_POWER * sd / effect) ** 2)
@@ -134,5 +88,4 @@ def power_plan(ref, *, effect: float = 0.15, sources=(), pilot: bool = False, lm
                 warnings.append(f"{what}: {a} differences below {row['mde']:.2f} cannot be told apart with {n} "
                                 f"samples (sd {sd:.2f}); {need} samples would detect {effect:g}")
             rows.append(row)
-    return {"study": spec.name, "effect": effect, "spread_source": source,
-            "spread": {a: {"sd": v[0], "df": v[1]} for a, v in spread.items()}, "rows": rows, "warnings": warnings}
+    return rows, warnings

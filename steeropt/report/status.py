@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from steeropt.report.analysis import _complete, first_violation, hypervolume_by_trial, is_false, pareto_front
+from steeropt.report.analysis import complete_rows, first_violation, hypervolume_by_trial, is_false, pareto_front
 from steeropt.report.pareto import objective_reference, unit_scores
-from steeropt.report.reeval import RECORD_KEY
+from steeropt.records import REEVALUATION_KEY, ReevalRecord
 
 OPS = {">=": "≥", "<=": "≤"}
 
@@ -61,7 +61,7 @@ def study_status(st, optuna_study, df: pd.DataFrame, *, spec_ref: str, done: int
     objectives = objective.directions
     s = StudyStatus(objectives, [(c.name, c.op, c.value) for c in objective.constraints])
     s.labels = st.part("search_space").labels()
-    complete = _complete(df, objectives)
+    complete = complete_rows(df, objectives)
     s.complete = len(complete)
     for _, r in complete.iterrows():
         why = first_violation(r, s.constraints)
@@ -80,12 +80,13 @@ def study_status(st, optuna_study, df: pd.DataFrame, *, spec_ref: str, done: int
         curve = hypervolume_by_trial(df, objectives, s.reference)
         s.hypervolume = curve[-1][1] if curve else 0.0
         s.front = pareto_front(df, objectives)
-    record = optuna_study.user_attrs.get(RECORD_KEY)
+    stored = optuna_study.user_attrs.get(REEVALUATION_KEY)
+    record = ReevalRecord.from_dict(stored) if stored else None
     cfg = st.budget.reevaluation
     left = max(st.budget.trials - done, 0)
     if record:
-        s.reevaluation = (f"ran: {len(record.get('candidates', []))} candidates, {record.get('rounds', 0)} round(s), "
-                          f"{record.get('spent_samples', 0)} samples on fresh selection prompts")
+        s.reevaluation = (f"ran: {len(record.candidates)} candidates, {record.rounds} round(s), "
+                          f"{record.spent_samples} samples on fresh selection prompts")
     elif cfg is None:
         s.reevaluation = "not configured (budget.reevaluation): pick will report the trials' own values"
     else:

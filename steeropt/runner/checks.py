@@ -8,14 +8,13 @@ instead of spending the budget.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import os
 import socket
 import sqlite3
-import tempfile
+import warnings
 from pathlib import Path
+
+import sqlalchemy
 
 from steeropt import redact as secrets
 from steeropt.errors import JudgeError, SteeroptError
@@ -49,7 +48,6 @@ def check_storage(url: str, *, write: bool = True) -> None:
     if url.startswith("sqlite:"):
         _check_sqlite(url, shown, write)
         return
-    import sqlalchemy
 
     kw = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else {}
     try:
@@ -161,27 +159,6 @@ def check_sole_runner(optimizer) -> None:
                             "trials are then told apart from live ones by heartbeat)")
 
 
-@contextlib.contextmanager
-def store_lock(tracking_uri: str | None):
-    """An exclusive lock (a file in the temp directory, per store) held while this process opens a local SQLite
-    tracking store: two processes starting on a fresh mlflow.db would otherwise race on MLflow's table creation.
-    Other stores (a server, a database server) need none."""
-    import mlflow
-
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    if not str(uri).startswith("sqlite:"):
-        yield
-        return
-    where = str(Path(str(uri).split("://", 1)[1][1:].split("?", 1)[0] or ":memory:").resolve())
-    lock = Path(tempfile.gettempdir()) / f"steeropt-mlflow-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock"
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class JudgeUnreachable(JudgeError):
     """The judge answered none of the last trials: the study stops instead of spending its budget."""
 
@@ -213,7 +190,6 @@ class JudgeWatch:
     def check(self, judge_identity: str, optuna_study) -> None:
         if len(self.numbers) < self.after:
             return
-        import warnings
 
         import optuna
         from optuna.storages import RetryHeartbeatStaleTrialCallback

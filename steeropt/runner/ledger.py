@@ -8,7 +8,8 @@ optuna.storages.RetryHeartbeatStaleTrialCallback): its retry counts in its place
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -68,3 +69,19 @@ class Ledger:
             if c.number not in inside:
                 self.optimizer.give_back(c.number)
         return [c for c in cands if c.number in inside]
+
+
+@dataclass
+class StudyProgress:
+    """What the progress display shows; updated after every batch."""
+
+    done: int = 0
+    target: int = 0
+    judge_calls: int = 0
+    front_size: int = 0
+    hypervolume: float = 0.0
+    started: float = field(default_factory=time.time)
+    phase: str = "trials"  # "trials", then "re-evaluation" (runner.reeval) when the spec budgets one
+    reeval_done: int = 0  # steered re-evaluation samples generated and scored
+    reeval_target: int = 0  # the most the re-evaluation budget may spend
+    last: dict = field(default_factory=dict)

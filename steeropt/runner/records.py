@@ -1,9 +1,8 @@
 """What a trial stores about its samples, shared by the study loop, its arms and the re-evaluation."""
 from __future__ import annotations
 
-import json
-
-from steeropt.evaluation.objectives.stack import sample_value
+from steeropt.evaluation.objectives.stack import TrialResult, sample_value
+from steeropt.records import FamilyValues, TrialRecord
 
 
 def prompt_scores(records: list[dict], prompts: list[tuple[str, str]], values=()) -> dict:
@@ -18,6 +17,11 @@ def prompt_scores(records: list[dict], prompts: list[tuple[str, str]], values=()
     return out
 
 
-def jsonable(x):
-    """x as plain JSON (NaN -> None, unknown objects -> str): what Optuna user attributes and files can hold."""
-    return json.loads(json.dumps(x, default=lambda o: None if o != o else str(o)))
+def told_record(rec: TrialRecord, res: TrialResult, prompts: list[tuple[str, str]], names) -> TrialRecord:
+    """`rec` (raw α) completed with a told trial's values, intervals, counts, per-family values, feasibility and
+    per-prompt scores; `names`: the objectives and constraints."""
+    rec.values, rec.intervals, rec.counts, rec.feasible = res.values, res.intervals, res.counts, res.feasible
+    rec.families = {f: FamilyValues(d.get("values"), d.get("intervals"), (d.get("counts") or {}).get("samples"))
+                    for f, d in res.families.items()}
+    rec.prompt_scores = prompt_scores(res.samples, prompts, names)
+    return rec

@@ -20,7 +20,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steeropt.runner.tracking import samples_file
+import yaml
+
+from steeropt.errors import SteeroptError
+from steeropt.evaluation.objectives.axes import axis_score_names
+from steeropt.records import ReevalRecord, TrialRecord
+from steeropt.report.pareto import non_dominated
+from steeropt.report.pick import default_selection
+from steeropt.tracking.run_dir import samples_file
 
 # axis -> the cheap proxy in [0, 1] a judge's score on that axis is compared with
 CHEAP_PROXY = {"concept": "keyword_hit", "fluency": "fluency_proxy", "relevance": "relevance_proxy"}
@@ -41,13 +48,12 @@ class ReviewItem:
 def front_ranks(trials, objectives) -> dict[int, int]:
     """trial number -> non-dominated rank among the complete trials (0 = the front); infeasible trials rank
     after every feasible one."""
-    from steeropt.report.pareto import non_dominated
-
     names, dirs = [n for n, _ in objectives], [d for _, d in objectives]
-    pts = {t.number: [(t.user_attrs.get("values") or {}).get(n) for n in names] for t in trials
+    recs = {t.number: TrialRecord.from_trial(t) for t in trials}
+    pts = {t.number: [(recs[t.number].values or {}).get(n) for n in names] for t in trials
            if t.state.name == "COMPLETE"}
     pts = {k: v for k, v in pts.items() if all(x is not None for x in v)}
-    feas = {t.number: (t.user_attrs.get("feasible") is not False) for t in trials}
+    feas = {t.number: (recs[t.number].feasible is not False) for t in trials}
     ranks, rank = {}, 0
     for group in ([k for k in pts if feas.get(k)], [k for k in pts if not feas.get(k)]):
         left = list(group)
@@ -63,10 +69,6 @@ def chosen_params(spec, profile: str | Path | None = None) -> dict[str, dict]:
     """family -> the params of the chosen setting: from a profile (`steeropt pick --out`; default
     profiles/<study> when it exists), else what pick chooses from the stored trials (no model is loaded).
     Families without a deployable setting are left out; {} when nothing can be chosen yet."""
-    import yaml
-
-    from steeropt.errors import SteeroptError
-
     path = Path(profile) if profile else Path("profiles") / spec.name
     f = path / "profile.yaml" if path.is_dir() else path
     if f.is_file():
@@ -75,12 +77,17 @@ def chosen_params(spec, profile: str | Path | None = None) -> dict[str, dict]:
                 if d.get("status") == "ok" and d.get("params")}
     if profile:
         raise SteeroptError(f"no steering profile at {profile} (expected profile.yaml from `steeropt pick --out`)")
-    from steeropt.report.pick import pick
+
+    import optuna  # heavy optional dependency (imported when the study is read)
 
     try:
-        res = pick(spec.source if spec.source != "<inline>" else spec, held_out=False)
-    except SteeroptError:
+        st = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    except KeyError:
         return {}
+    trials = [t for t in st.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not trials:
+        return {}
+    res = default_selection(spec, trials, ReevalRecord.stored(st, len(trials)))
     return {fam: p.chosen.params for fam, p in res.families.items() if p.status == "ok" and p.chosen is not None}
 
 
@@ -114,8 +121,6 @@ def select(spec, trials, runs_dir: Path, n: int = 30, chosen: dict[str, dict] | 
            per_trial: int | None = None) -> list[ReviewItem]:
     """The n samples to label next, most useful first (see the module docstring). `trials`: the study's Optuna
     FrozenTrials; samples are read from runs_dir (the runner's samples files)."""
-    from steeropt.evaluation.validation import axis_score_names
-
     objective = spec.part("objective")
     ranks = front_ranks(trials, objective.directions)
     names = axis_score_names(objective)

@@ -18,8 +18,10 @@ from steeropt.engine.generation import Decoding, Generator
 from steeropt.engine.interventions import raw_alphas
 from steeropt.engine.models import LoadedModel
 from steeropt.engine.vectors import VectorSet, diff_in_means
+from steeropt.evaluation.objectives.config import compare
 from steeropt.evaluation.objectives.metrics import cheap_metrics, compile_keywords
 from steeropt.evaluation.objectives.quality import neutral_surprisals, quality_metrics
+from steeropt.specs import build
 from steeropt.specs.concepts import Concept
 from steeropt.types import InterventionPlan, Site
 
@@ -117,9 +119,6 @@ def sweep(lm: LoadedModel, concept: Concept, alphas: list[float], *, layer: int 
     """Generate every (α, prompt) pair in one batched call, plus the unsteered answers, and score them.
 
     progress(k) is called with k units done (sweep_units in all): the bar moves with every decode step."""
-    from steeropt.specs import build
-    from steeropt.evaluation.objectives.config import compare
-
     tick = progress or (lambda k: None)
     layer = (concept.layer if concept.layer is not None else 10) if layer is None else layer
     vectors = VectorSet()

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from steeropt.engine.activations import NEUTRAL_SET_ID, NEUTRAL_TEXTS
+from steeropt.engine.models import cache_dir
+from steeropt.engine.teacher_forced import Row, next_token_logprobs
 from steeropt.errors import SteeroptError
+from steeropt.types import InterventionPlan, Site
 
 TARGETS = 5  # doses bisected across a parameter's range
 STEPS = 10  # bisection steps: the α bracket shrinks 1024-fold (≈ 0.1% of α at the top of the range)
@@ -79,9 +83,6 @@ def kl_params(space) -> dict:
 def neutral_rows(lm):
     """Teacher-forced rows: each neutral text as plain text, scored from its second token (the first is the
     context). No chat template: its ~30 system-prompt tokens would triple the cost of every bisection step."""
-    from steeropt.engine.vectors import NEUTRAL_TEXTS
-    from steeropt.evaluation.objectives.scoring import Row
-
     ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in NEUTRAL_TEXTS]
     return [Row(t[:1], t[1:]) for t in ids]
 
@@ -90,9 +91,6 @@ def measure_kl(lm, vectors, sites, alphas: list[float], rows, base=None) -> list
     """Mean next-token KL(steered || unsteered) over every position of the neutral rows, for each α (all sites
     of the parameter at that α, positions "all"), in one batched pass. `base`: the rows' unsteered
     log-distributions (next_token_logprobs), computed once by the caller."""
-    from steeropt.evaluation.objectives.scoring import Row, next_token_logprobs
-    from steeropt.types import InterventionPlan, Site
-
     base = base if base is not None else next_token_logprobs(lm, rows)
     plans = [InterventionPlan([Site(s.layer, s.controller, s.vector, tuple(s.heads) if s.heads else None, "all")
                                for s in sites], [float(a)] * len(sites)) for a in alphas]
@@ -107,8 +105,6 @@ def measure_kl(lm, vectors, sites, alphas: list[float], rows, base=None) -> list
 
 
 def _cache_key(lm, vectors, name, sites, rng) -> str:
-    from steeropt.engine.vectors import NEUTRAL_SET_ID
-
     parts = [lm.sha256, NEUTRAL_SET_ID, "plain-text", name, rng.low, rng.high, TARGETS, STEPS]
     for s in sites:
         v = vectors.get_vector(s.vector)
@@ -119,8 +115,6 @@ def _cache_key(lm, vectors, name, sites, rng) -> str:
 @torch.no_grad()
 def calibrate_param(lm, vectors, name: str, rng, sites) -> DoseMap:
     """Bisect α for TARGETS doses spread over [rng.low, rng.high] (nats), all targets per step in one pass."""
-    from steeropt.evaluation.objectives.scoring import next_token_logprobs
-
     rows = neutral_rows(lm)
     base = next_token_logprobs(lm, rows)
     targets = np.linspace(max(rng.low, rng.high / TARGETS), rng.high, TARGETS)
@@ -146,8 +140,6 @@ def calibrate_param(lm, vectors, name: str, rng, sites) -> DoseMap:
 def calibrate(lm, vectors, space, *, cache: bool = True) -> dict[str, DoseMap]:
     """param -> DoseMap for every KL-unit parameter of `space` (measured or read from the cache), and set them
     on the space so `materialize` turns KL values into α."""
-    from steeropt.engine.models import cache_dir
-
     params = kl_params(space)
     maps = {}
     for name, (rng, sites) in params.items():

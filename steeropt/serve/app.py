@@ -25,12 +25,15 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
+import sys
 import time
 import uuid
+from contextlib import asynccontextmanager
 
+from steeropt.deploy.profiles import load_profile
 from steeropt.engine.models import load_model
 from steeropt.errors import SteeroptError
-from steeropt.report.profiles import load_profile
 from steeropt.serve.batcher import Cancelled, Job, MicroBatcher, Overloaded
 from steeropt.serve.requests import BadRequest, Steering, SteerPolicy, parse_request
 from steeropt.serve.stream import completion_body, sse_events
@@ -63,8 +66,6 @@ def create_app(lm, profile, *, max_batch: int = 32, wait_ms: float = 10.0, max_q
     """The FastAPI app; `app.state.batcher` is the MicroBatcher (closed on shutdown). `api_key`: required as
     `Authorization: Bearer <key>` on /v1 (None: no key). `policy` bounds the `steer` override (default: off
     unless allow_steer, then the profile's range)."""
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -203,9 +204,6 @@ def run(profile, *, host: str = "127.0.0.1", port: int = 8000, model: str | None
         wait_ms: float = 10.0, max_queue: int = 64, limits: Limits | None = None, api_key: str | None = None,
         allow_steer: bool = False, steer_range: tuple[float, float] | None = None, max_steer_sites: int = 8) -> None:
     """Load the model (the profile's unless `model`), build the app and serve it with uvicorn until stopped."""
-    import os
-    import sys
-
     import uvicorn
 
     api_key = api_key or os.environ.get(API_KEY_ENV) or None

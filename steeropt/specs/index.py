@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+import steeropt
 from steeropt.errors import SpecError
 from steeropt.specs.loader import SPEC_SUFFIXES, is_fragment
 
@@ -39,8 +40,6 @@ class SpecEntry:
 
 def builtin_dir(folder: str) -> Path:
     """Where the built-in presets of one folder live (wheel or source checkout)."""
-    import steeropt
-
     pkg = Path(steeropt.__file__).resolve().parent
     packaged = pkg / "presets" / folder
     if packaged.is_dir():

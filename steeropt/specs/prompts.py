@@ -173,3 +173,30 @@ def split_families(families: list[PromptFamily], fraction: float = 0.5, seed: in
         sel, held = split_family(fam, fraction, seed)
         out[fam.name] = PromptSplit(fam.name, tuple(sel), tuple(held))
     return out
+
+
+def trial_prompts(spec) -> list[tuple[str, str]]:
+    """(family, prompt) pairs every trial of a study spec is scored on: round-robin over families, fixed for
+    the study.
+
+    Which selection prompts are used is drawn with the study's `seed` (the split itself uses prompts.split_seed),
+    so two seeds are two replicates on different prompts and the same held-out set; the selection prompts no
+    trial uses are the fresh ones re-evaluation draws from (`fresh_prompts`)."""
+    return _selection_order(spec)[0]
+
+
+def fresh_prompts(spec) -> dict[str, list[str]]:
+    """family -> the selection prompts no trial is scored on, in the seeded order re-evaluation takes them."""
+    return _selection_order(spec)[1]
+
+
+def _selection_order(spec):
+    splits = spec.splits()
+    rng = random.Random(spec.seed)
+    pools = {name: rng.sample(list(s.selection), len(s.selection)) for name, s in splits.items()}
+    out: list[tuple[str, str]] = []
+    while len(out) < spec.budget.prompts_per_trial and any(pools.values()):
+        for name, pool in pools.items():
+            if pool and len(out) < spec.budget.prompts_per_trial:
+                out.append((name, pool.pop(0)))
+    return out, pools

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from steeropt.errors import SteeroptError
 from steeropt.specs.concepts import FOLDER as CONCEPTS, PLACEHOLDER, Concept
+from steeropt.specs.index import builtin_dir
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 # Strength range per controller in normalised units (docs/specs.md, "What α means"); measured on the embedded model
@@ -218,8 +219,6 @@ sites:
 
 def write_study(plan: StudyPlan, folder: str | Path = ".", *, force: bool = False) -> list[Path]:
     """Write the study, its search space and (when missing) the prompt families; returns the files written."""
-    from steeropt.specs.index import builtin_dir
-
     p = plan.resolved()
     check_name(p.name, "study")
     root = Path(folder)

@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from steeropt.specs.factory import FieldError
+from steeropt.errors import SpecError
+from steeropt.specs.factory import FieldError, INLINE, build, load_spec
+from steeropt.specs.prompts import check_unique, load_family, split_families
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 OPTIMIZERS = ("grid", "random", "sobol", "tpe", "nsga2", "botorch")
@@ -111,6 +113,7 @@ class ConceptSpec(_Spec):
 def check_keywords(v: list[str]) -> list[str]:
     """Each keyword compiled by the rules the keyword-hit metric applies; a bad one is a FieldError at its index
     (shared by study specs and concept files)."""
+    # imported here: the evaluation package loads torch, and reading a spec must not (steeropt validate, status)
     from steeropt.evaluation.objectives.metrics import compile_keywords
 
     for i, kw in enumerate(v):
@@ -279,8 +282,6 @@ class StudySpec(_Spec):
 
     def part_ref(self, kind: str) -> tuple[Any, dict] | None:
         """(ref, build keywords) of a nested spec; the judge falls back to the objective's `judge:`."""
-        from steeropt.specs.factory import INLINE, load_spec
-
         where = {"search_paths": self._search_paths, "base_dir": self._base_dir, "origin": (self._source, kind)}
         ref = getattr(self, kind)
         if kind == "judge" and ref is None:
@@ -296,17 +297,11 @@ class StudySpec(_Spec):
 
     def part(self, kind: str):
         """Build the nested search_space / objective / judge spec (a name, a path or an inline mapping)."""
-        from steeropt.specs.factory import build
-
         found = self.part_ref(kind)
         return None if found is None else build(kind, found[0], **found[1])
 
     def families(self):
         """Load and check the prompt families (files read now)."""
-        from steeropt.specs.prompts import check_unique, load_family
-
-        from steeropt.errors import SpecError
-
         fams = []
         for i, f in enumerate(self.prompts.families):
             field = f"prompts.families.{i}"
@@ -322,6 +317,4 @@ class StudySpec(_Spec):
 
     def splits(self):
         """family name -> PromptSplit(selection, held_out), deterministic in prompts.split_seed."""
-        from steeropt.specs.prompts import split_families
-
         return split_families(self.families(), self.prompts.selection_fraction, self.prompts.split_seed)

@@ -36,7 +36,7 @@ def tiny_studies(tmp_path_factory, embedded):
 def picked(tiny_studies, embedded):
     """pick() on the tiny add study, held-out re-evaluation and profile export included. Maximises the KL dose
     (with no coherency floor) so the chosen settings steer (α > 0) and the reproduction test means something."""
-    from steeropt.report.pick import pick
+    from steeropt.deploy.pick import pick
 
     out = tiny_studies["dir"] / "profile-add"
     return pick(str(tiny_studies["add"]), min_coherency=0.0, maximize="kl", lm=embedded, out=out), out

@@ -13,7 +13,7 @@ import yaml
 
 from steeropt.report.compare import ComparisonError, compare, front_hypervolume, hypervolume_band
 from steeropt.errors import SteeroptError
-from steeropt.report.profiles import ProfileError, apply_profile, load_profile, read_control_vector
+from steeropt.deploy.profiles import ProfileError, apply_profile, load_profile, read_control_vector
 
 OBJ = [("concept", "maximize"), ("coherency", "maximize")]
 
@@ -89,9 +89,9 @@ def test_compare_refuses_mismatched_studies(tiny_studies):
 
 
 def test_pick_selects_on_selection_and_reports_held_out(tiny_studies, picked, embedded):
-    from steeropt.report.pick import pick
+    from steeropt.deploy.pick import pick
     from steeropt.specs import build
-    from steeropt.runner.study import trial_prompts
+    from steeropt.specs.prompts import trial_prompts
 
     res, out = picked
     spec = build("study", str(tiny_studies["add"]))
@@ -133,7 +133,7 @@ def _regenerate(lm, prompts, decoding, model=None, tokenizer=None):
 
 def test_profile_reproduces_the_chosen_setting(tiny_studies, picked, embedded):
     from steeropt.engine.generation import Generator
-    from steeropt.runner.parts import build_vectors
+    from steeropt.runner.harness import build_vectors
     from steeropt.specs import build
 
     res, out = picked

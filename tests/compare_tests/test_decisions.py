@@ -7,48 +7,49 @@ import json
 import optuna
 import pytest
 
-from steeropt.report.reeval import RECORD_KEY
-from steeropt.runner.parts import fresh_prompts, trial_prompts
+from steeropt.records import REEVALUATION_KEY, ReevalRecord, Settled
+from steeropt.specs.prompts import fresh_prompts, trial_prompts
 from steeropt.specs import build
 
 
 def _record(path):
     spec = build("study", str(path))
-    return spec, optuna.load_study(study_name=spec.name, storage=spec.storage).user_attrs[RECORD_KEY]
+    stored = optuna.load_study(study_name=spec.name, storage=spec.storage).user_attrs[REEVALUATION_KEY]
+    return spec, ReevalRecord.from_dict(stored)  # the typed record reads what the study stored
 
 
 def test_reevaluation_uses_only_fresh_selection_prompts_and_covers_the_front(tiny_studies):
     from steeropt.report.analysis import pareto_front
-    from steeropt.runner.study import trials_frame
+    from steeropt.report.trials import trials_frame
 
     spec, rec = _record(tiny_studies["add"])
     used = {t for _, t in trial_prompts(spec)}
     held = {t for s in spec.splits().values() for t in s.held_out}
     fresh = {f: set(v) for f, v in fresh_prompts(spec).items()}
-    seen = {t for ps in rec["prompts"].values() for t in ps}
+    seen = {t for ps in rec.prompts.values() for t in ps}
     assert seen and not seen & used and not seen & held  # neither the trials' prompts nor the held-out ones
-    for fam, ps in rec["prompts"].items():
+    for fam, ps in rec.prompts.items():
         assert set(ps) <= fresh[fam] and len(ps) == len(set(ps))  # each fresh prompt used once
     st = optuna.load_study(study_name=spec.name, storage=spec.storage)
     front = pareto_front(trials_frame(st, spec.part("objective").directions), spec.part("objective").directions)
-    reevaluated = {c["trial"] for c in rec["candidates"] if "front" in c["sources"]}
+    reevaluated = {c.trial for c in rec.candidates if "front" in c.sources}
     assert set(front["number"].astype(int)) <= reevaluated
     budget = spec.budget.reevaluation
     steered = 0
-    for c in rec["candidates"]:
-        assert 1 <= c["rounds"] <= budget.rounds and c["settled"]
+    for c in rec.candidates:
+        assert 1 <= c.rounds <= budget.rounds and isinstance(c.settled, Settled) and c.why
         # a candidate got `prompts` fresh prompts of each family in its scope per round it raced
-        assert c["n"] == c["rounds"] * budget.prompts * len(c["scope"])
-        for fam in c["scope"]:
-            assert c["families"][fam]["n"] == c["rounds"] * budget.prompts
-        steered += c["n"]
-    unsteered = sum(len(ps) for ps in rec["prompts"].values())  # the unsteered model beside them, once per prompt
-    assert rec["spent_samples"] == steered + unsteered
-    assert rec["trials"] == 3 and rec["rounds"] >= 1
+        assert c.n == c.rounds * budget.prompts * len(c.scope)
+        for fam in c.scope:
+            assert c.families[fam].n == c.rounds * budget.prompts
+        steered += c.n
+    unsteered = sum(len(ps) for ps in rec.prompts.values())  # the unsteered model beside them, once per prompt
+    assert rec.spent_samples == steered + unsteered
+    assert rec.trials == 3 and rec.rounds >= 1
 
 
 def test_pick_uses_the_reevaluated_values_and_writes_json(tiny_studies, picked, embedded, tmp_path):
-    from steeropt.report.pick import pick
+    from steeropt.deploy.pick import pick
 
     # with the study's own objective and τ, pick's choice is one the re-evaluation raced: chosen again on fresh values
     own = pick(str(tiny_studies["add"]), lm=embedded, out=tmp_path / "own", held_out=False)
@@ -56,7 +57,7 @@ def test_pick_uses_the_reevaluated_values_and_writes_json(tiny_studies, picked, 
     assert raced, {f: (p.chosen and p.chosen.params, p.reason) for f, p in own.families.items()}
     for p in raced:
         assert p.source.endswith("+reevaluation")
-        fresh = p.reevaluated["families"][p.family]["values"]
+        fresh = p.reevaluated.families[p.family].values
         assert p.chosen.value == pytest.approx(fresh[own.maximize])  # the selection value shown is the fresh one
     # maximising another value (the fixture maximises KL): the fitted choice stands, and says it was not raced
     res, out = picked
@@ -72,7 +73,7 @@ def test_pick_uses_the_reevaluated_values_and_writes_json(tiny_studies, picked, 
 
 
 def test_verdict_refuses_a_setting_that_does_not_beat_unsteered(tiny_studies, embedded, tmp_path):
-    from steeropt.report.pick import pick
+    from steeropt.deploy.pick import pick
 
     # maximising coherency: the best setting is (close to) unsteered, so its held-out coherency cannot beat the
     # unsteered model's with non-overlapping intervals: no deployable setting, with the reason
@@ -154,7 +155,7 @@ def test_pick_json_on_the_cli(tiny_studies, tmp_path, capsys):
 
 
 def test_power_plan_from_the_trials_and_from_a_pilot(tiny_studies, embedded):
-    from steeropt.report.power import power_plan
+    from steeropt.runner.power import power_plan
 
     plan = power_plan(str(tiny_studies["add"]), effect=0.15)
     assert plan["spread_source"].startswith("earlier trials")

@@ -8,7 +8,8 @@ import json
 import optuna
 import pytest
 
-from steeropt.report.arms import ARMS_KEY, paired_arm_difference
+from steeropt.records import ARMS_KEY
+from steeropt.report.arms import paired_arm_difference
 from steeropt.report.compare import compare
 from steeropt.specs import build
 

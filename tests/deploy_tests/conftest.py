@@ -13,8 +13,8 @@ FAMILIES = ("open_ended", "advice", "descriptions")
 
 def make_profile(lm, vectors, base, name="deploy-tiny", alphas=ALPHAS, max_new_tokens=10, router=True, model=None,
                  layer=4):
-    from steeropt.report.pick import profile_sites
-    from steeropt.report.profiles import write_profile
+    from steeropt.deploy.pick import profile_sites
+    from steeropt.deploy.profiles import write_profile
     from steeropt.specs import build
     from steeropt.types import InterventionPlan, Site
 

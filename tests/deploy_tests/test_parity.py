@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from steeropt.report.parity import ParityFailure, TOLERANCE, load_control_vector, parity
-from steeropt.report.profiles import read_control_vector
+from steeropt.deploy.parity import ParityFailure, TOLERANCE, load_control_vector, parity
+from steeropt.deploy.profiles import read_control_vector
 from tests.servers import llama_cpp_available
 
 needs_llama = pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python is not installed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from steeropt.report.parity import parity
+from steeropt.deploy.parity import parity
 from tests.deploy_tests.conftest import make_profile
 from tests.servers import llama_cpp_available
 from tests.study_tests.conftest import DATA

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from steeropt.errors import SteeroptError
-from steeropt.report.profiles import ProfileError, apply_profile, generate, load_profile, routes
-from steeropt.report.router import build_router
+from steeropt.deploy.profiles import ProfileError, apply_profile, generate, load_profile, routes
+from steeropt.deploy.router import build_router
 
 OFF_TOPIC = "def foo(x): return x + 1"  # code: measured cosine 0.05 to the nearest family, threshold ~0.10
 

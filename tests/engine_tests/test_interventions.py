@@ -254,8 +254,8 @@ def test_raw_alphas_recorded(embedded, wedding_vectors):
 def test_pick_raw_alpha_and_llama_cpp_export_use_the_site_layer(embedded, wedding_vectors, tmp_path):
     """A layer-4 vector steering layer 10: the profile's raw α and the exported control vector must be
     what the add hook really adds at layer 10 (α·m₁₀·v̂), not layer 4's scale."""
-    from steeropt.report.pick import profile_sites
-    from steeropt.report.profiles import export_control_vector, read_control_vector
+    from steeropt.deploy.pick import profile_sites
+    from steeropt.deploy.profiles import export_control_vector, read_control_vector
 
     vec = wedding_vectors["wedding"]
     sites = profile_sites(InterventionPlan([Site(10, "add", "wedding")], [0.3]), wedding_vectors, embedded)

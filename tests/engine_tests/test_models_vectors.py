@@ -11,8 +11,8 @@ from steeropt.errors import InterventionError, ModelError, SteeroptError
 from steeropt.engine.models import ArchAdapter, describe, embedded_gguf_path, load_model
 from steeropt.engine.activations import mean_token_norm
 from steeropt.engine.interventions import site_norm, steer
-from steeropt.engine.vectors import (NEUTRAL_TEXTS, SteeringVector, VectorSet, caa, from_file, from_sae,
-                                     head_contribution_scores)
+from steeropt.engine.activations import NEUTRAL_TEXTS
+from steeropt.engine.vectors import SteeringVector, VectorSet, caa, from_file, from_sae, head_contribution_scores
 from steeropt.types import InterventionPlan, Site
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from steeropt.engine.interventions import _build_op, _Positions, steer
+from steeropt.engine.interventions import build_op, Positions, steer
 from steeropt.engine.models import ArchAdapter, LoadedModel, load_model
 from steeropt.engine.threads import ENV, configure_threads, default_threads
 from steeropt.errors import ModelError, SteeroptError
@@ -79,7 +79,7 @@ def meta_lm(embedded):
 ])
 def test_ops_are_built_on_the_device_and_dtype_of_the_module_they_steer(meta_lm, wedding_vectors,
                                                                          controller, vector, heads):
-    op = _build_op(meta_lm, wedding_vectors, Site(4, controller, vector, heads), torch.tensor([0.3, 0.0]),
+    op = build_op(meta_lm, wedding_vectors, Site(4, controller, vector, heads), torch.tensor([0.3, 0.0]),
                    torch.ones(2))
     x = torch.zeros(2, 3, 576, device="meta", dtype=torch.bfloat16)
     y = op.fn(x)
@@ -87,7 +87,7 @@ def test_ops_are_built_on_the_device_and_dtype_of_the_module_they_steer(meta_lm,
 
 
 def test_position_masks_follow_the_hidden_states_device():
-    pos = _Positions(4)
+    pos = Positions(4)
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # row 0 has one pad
     pos.pre_hook(None, (), {"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": mask})
     for positions in ("prompt", "all"):

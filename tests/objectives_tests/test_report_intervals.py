@@ -6,7 +6,8 @@ import pandas as pd
 
 from steeropt.evaluation.objectives.aggregate import mean_ci
 from steeropt.report.compare import hypervolume_band
-from steeropt.report.pick import Candidate, choose
+from steeropt.report.pick_result import Candidate
+from steeropt.report.pick import choose
 
 OBJ = [("concept", "maximize"), ("coherency", "maximize")]
 UNIT = ("concept", "coherency")  # scores in [0, 1]; reference (0, 0): their worst ends

@@ -5,7 +5,7 @@ import pytest
 
 from steeropt.engine.generation import Decoding, Generator
 from steeropt.evaluation.objectives import ConceptInfo, Tier1
-from steeropt.evaluation.objectives.scoring import Row, preference_utility, surprisal_and_kl, token_logprobs
+from steeropt.engine.teacher_forced import Row, preference_utility, surprisal_and_kl, token_logprobs
 from steeropt.types import InterventionPlan, Site
 
 PROMPTS = [("open", "Tell me about your weekend."), ("advice", "Give me some advice for a job interview.")]

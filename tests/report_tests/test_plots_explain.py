@@ -11,7 +11,7 @@ import pandas as pd
 
 from steeropt.report.analysis import front_plot_data, plot_fronts, write_study_artifacts
 from steeropt.report.dose import DosePoint, family_curves, plot_family_curves
-from steeropt.runner.run_notes import study_note, trace_value_tags, trial_note
+from steeropt.tracking.notes import study_note, trace_value_tags, trial_note
 
 OBJ = [("concept", "maximize"), ("coherency", "maximize")]
 CONS = [("coherency", ">=", 0.6), ("relevance", ">=", 0.6)]

@@ -13,7 +13,7 @@ import time
 import optuna
 import pytest
 
-from steeropt.runner.tracking import study_runs
+from steeropt.tracking import study_runs
 from steeropt.search.optimizers.base import failed_reason
 
 from .conftest import cli_env, steeropt, tiny_spec

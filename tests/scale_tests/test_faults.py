@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from steeropt.runner.tracking import study_runs
+from steeropt.tracking import study_runs
 
 from .conftest import cli_env, steeropt, tiny_spec
 

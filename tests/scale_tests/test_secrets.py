@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from steeropt.runner.tracking import study_runs
+from steeropt.tracking import study_runs
 
 from .conftest import cli_env, steeropt, tiny_spec
 from .test_faults import judge_spec

@@ -7,8 +7,8 @@ import json
 
 import yaml
 
-from steeropt.report.arms import ARMS_KEY
-from steeropt.report.pick import pick
+from steeropt.records import ARMS_KEY
+from steeropt.deploy.pick import pick
 from steeropt.runner.study import Study
 from tests.study_tests.conftest import DATA, REPO
 

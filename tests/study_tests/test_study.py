@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from steeropt.runner.study import Study
-from steeropt.runner.tracking import study_runs
+from steeropt.tracking import study_runs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,14 +19,14 @@ STUDY = "review-loop"
 
 
 def _records(runs_dir: Path, number: int) -> list[dict]:
-    from steeropt.runner.tracking import samples_file
+    from steeropt.tracking.run_dir import samples_file
 
     return [json.loads(line) for line in samples_file(runs_dir, number).read_text().splitlines() if line.strip()]
 
 
 def _run_study(spec_path: Path, runs_dir: Path, lm):
     from steeropt.runner.study import Study
-    from steeropt.runner.tracking import write_baseline
+    from steeropt.tracking.run_dir import write_baseline
 
     st = Study.from_spec(spec_path, runs_dir=runs_dir)
     st.setup(lm=lm)
@@ -55,7 +55,8 @@ def _traces(tracker, **kw):
 
 
 def test_samples_are_traces_with_scores_as_feedback(study):
-    from steeropt.runner.tracking import EXPERIMENT_KIND, read_baseline
+    from steeropt.tracking import EXPERIMENT_KIND
+    from steeropt.tracking.run_dir import read_baseline
 
     tr = study.tracker
     exp = tr.client.get_experiment(tr.experiment_id)
@@ -166,7 +167,7 @@ def test_human_feedback_read_back_as_labels(study, tmp_path, capsys):
     from mlflow.entities import AssessmentSource, AssessmentSourceType
 
     from steeropt.cli import main
-    from steeropt.evaluation.mlflow_labels import read_mlflow_labels
+    from steeropt.tracking.labels import read_mlflow_labels
     from steeropt.evaluation.validation import read_labels
 
     mlflow.set_tracking_uri(study.url)
@@ -234,7 +235,7 @@ def test_human_feedback_read_back_as_labels(study, tmp_path, capsys):
 def test_trace_share_and_judge_feedback(tmp_path, embedded, monkeypatch):
     """A judged objective: its judge's scores are LLM_JUDGE feedback with the judge's identity and rubric hash;
     the spec's share picks a fixed subset of samples (the same in every worker and resume)."""
-    from steeropt.runner.tracking import traced
+    from steeropt.tracking import traced
 
     monkeypatch.chdir(tmp_path)  # MLflow's local artifact root (./mlruns) stays in the test's directory
     gentle = {"name": "gentle", "sites": [{"layer": 4, "vector": "wedding", "controller": "add", "positions": "all",
@@ -277,7 +278,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_experiment_link_opens_the_runs_table(study, tmp_path):
     """The link steeropt prints opens the study's runs, not MLflow's empty GenAI overview (headless Chromium)."""
-    from steeropt.runner.tracking import ui_url
+    from steeropt.tracking import ui_url
 
     url, serve = ui_url(study.url, study.tracker.experiment_id, "runs")
     assert serve is None and url.endswith("/runs?workflowType=machine_learning")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from steeropt.errors import ModelError
 from steeropt.engine.models.adapters import ArchAdapter
+from steeropt.engine.threads import configure_threads
+from steeropt.errors import ModelError
 from steeropt.timing import phase
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch a hub at run time
@@ -167,13 +168,18 @@ def as_loaded(model, tokenizer=None) -> LoadedModel:
     return LoadedModel(model, tokenizer, name, "", ArchAdapter.for_model(model))
 
 
-def _weights_hash(kind: str, path: Path) -> str:
+def weights_hash(kind: str, path: Path) -> str:
     if kind == "gguf":
         return file_sha256(path)
     h = hashlib.sha256()
     for f in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
         h.update(file_sha256(f).encode())
     return h.hexdigest()
+
+
+def model_sha256(ref: str) -> str:
+    """The sha256 load_model would give `ref` (LoadedModel.sha256), without loading the weights."""
+    return SPLIT_MODELS[ref][2] if ref in SPLIT_MODELS else weights_hash(*resolve_source(ref))
 
 
 def _convert_gguf(path: Path, target: Path) -> None:
@@ -227,8 +233,6 @@ def load_model(ref: str = EMBEDDED_NAME, *, dtype: torch.dtype = torch.float32, 
         >>> lm.adapter.n_layers, lm.adapter.d_model
         (30, 576)
     """
-    from steeropt.engine.threads import configure_threads
-
     configure_threads()
     dev = resolve_device(device)
     key = (ref, dtype, str(dev))
@@ -247,7 +251,7 @@ def _load(ref: str, dtype: torch.dtype, dev: torch.device) -> LoadedModel:
     start = time.perf_counter()
     kind, path = resolve_source(ref)
     # a joined split model was verified when written: no need to hash its ~1 GB again on every load
-    sha = SPLIT_MODELS[ref][2] if ref in SPLIT_MODELS else _weights_hash(kind, path)
+    sha = SPLIT_MODELS[ref][2] if ref in SPLIT_MODELS else weights_hash(kind, path)
     from_cache = False
     if kind == "gguf":
         target = cache_dir() / "models" / sha[:32]

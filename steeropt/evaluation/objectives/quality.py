@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from steeropt.evaluation.objectives.scoring import Row, mean_logprob, token_logprobs
+from steeropt.engine.teacher_forced import Row, mean_logprob, token_logprobs
 from steeropt.types import Sample
 
 NEUTRAL_INSTRUCTION = "Write something."

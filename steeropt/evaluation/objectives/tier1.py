@@ -17,7 +17,7 @@ from steeropt.errors import SteeroptError
 from steeropt.evaluation.objectives import metrics as M
 from steeropt.evaluation.objectives.config import FORCED_METRICS, Tier1Settings
 from steeropt.evaluation.objectives.quality import Quality
-from steeropt.evaluation.objectives.scoring import Row, preference_utility, stop_ids, surprisal_and_kl
+from steeropt.engine.teacher_forced import Row, preference_utility, stop_ids, surprisal_and_kl
 from steeropt.types import InterventionPlan, Sample
 
 

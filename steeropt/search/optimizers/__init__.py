@@ -18,7 +18,7 @@ from steeropt.errors import SteeroptError
 from steeropt.search.optimizers._gp import GPOptimizer
 from steeropt.search.optimizers._optuna import (GridOptimizer, NSGA2Optimizer, RandomOptimizer, SobolOptimizer,
                                                 TPEOptimizer)
-from steeropt.search.optimizers.base import Candidate, Optimizer, distributions, open_storage
+from steeropt.search.optimizers.base import BASE_SETTINGS, Candidate, Optimizer, distributions, open_storage
 from steeropt.search.spaces import SearchSpaceSpec
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -53,8 +53,6 @@ def make_optimizer(name: str, *, space: SearchSpaceSpec, objectives: list[tuple[
 
 def check_settings(name: str, settings: dict | None) -> None:
     """Raise SteeroptError for an unknown optimizer or unknown settings, before anything is created."""
-    from steeropt.search.optimizers.base import BASE_SETTINGS
-
     key = name.lower()
     if key in AX_NAMES:
         from steeropt.search.optimizers._ax import AxOptimizer as cls  # the class only: Ax itself loads on first ask

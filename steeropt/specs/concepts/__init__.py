@@ -19,6 +19,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steeropt.errors import SpecError
+from steeropt.specs.factory import FieldError, spec_error
+from steeropt.specs.index import _peek
+from steeropt.specs.loader import read_yaml
+from steeropt.specs.study import check_keywords
 
 _HERE = Path(__file__).parent
 FOLDER = "concepts"  # ./concepts/<name>.yaml is where `steeropt new concept` writes
@@ -26,8 +30,6 @@ PLACEHOLDER = "TODO"  # scaffolded entries start with this until the user writes
 
 
 def _no_placeholder(value: str, where: str) -> str:
-    from steeropt.specs.factory import FieldError
-
     if value.strip().startswith(PLACEHOLDER):
         raise FieldError(where, f"still the placeholder written by `steeropt new concept` ({value.strip()[:60]!r}): "
                                 "replace it with your own text")
@@ -59,8 +61,6 @@ class Concept(BaseModel):
     @field_validator("positive", "negative", "positive_completions", "negative_completions", "prompts", "keywords")
     @classmethod
     def _texts(cls, v: list[str]) -> list[str]:
-        from steeropt.specs.factory import FieldError
-
         for i, text in enumerate(v):
             if not text.strip():
                 raise FieldError(str(i), "is empty")
@@ -70,14 +70,10 @@ class Concept(BaseModel):
     @field_validator("keywords")
     @classmethod
     def _keywords(cls, v: list[str]) -> list[str]:
-        from steeropt.specs.study import check_keywords
-
         return check_keywords(v)
 
     @model_validator(mode="after")
     def _matched(self) -> Concept:
-        from steeropt.specs.factory import FieldError
-
         for pos, neg in (("positive", "negative"), ("positive_completions", "negative_completions")):
             a, b = getattr(self, pos), getattr(self, neg)
             if len(a) != len(b):
@@ -99,8 +95,6 @@ def concept_dirs() -> list[Path]:
 
 def concept_files() -> dict[str, Path]:
     """name -> file over concept_dirs() (earlier directories win)."""
-    from steeropt.specs.index import _peek  # the spec index's rule: `name:` inside, else the stem
-
     found: dict[str, Path] = {}
     for d in concept_dirs():
         for path in sorted(d.glob("*.y*ml")):
@@ -132,9 +126,6 @@ def concept_path(ref: str | Path) -> Path:
 
 def load_concept(ref: str | Path) -> Concept:
     """A concept by name or a concept YAML file, checked (SpecError names the file and the field)."""
-    from steeropt.specs.factory import spec_error
-    from steeropt.specs.loader import read_yaml
-
     path = concept_path(ref)
     try:
         data = read_yaml(path)  # YAML syntax errors with the line, duplicate keys refused

@@ -1,4 +1,4 @@
-"""Labels from MLflow: the HUMAN feedback people add to a study's sample traces (runner.tracking), read as the
+"""Labels from MLflow: the HUMAN feedback people add to a study's sample traces (tracking.traces), read as the
 same LabelItems as a JSONL label file (evaluation.validation.read_labels), and written out in that format.
 
 A label is HUMAN feedback named concept, coherency (or fluency) or relevance with the value 0, 1 or 2
@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from steeropt.evaluation.validation import LABELS, LabelError, LabelItem
+from steeropt.tracking.client import SAMPLE_TAG, STUDY_TAG, TRIAL_TAG
 
 ALIASES = {"fluency": "coherency"}  # what a person may type for the coherency axis
 
@@ -48,9 +49,7 @@ def _human_labels(trace_info, where: str) -> tuple[dict[str, int], dict[str, str
 
 def read_mlflow_labels(experiment: str, tracking_uri: str | None = None) -> list[LabelItem]:
     """Every sample trace of the experiment with at least one HUMAN label, as LabelItems (oldest first)."""
-    from mlflow import MlflowClient
-
-    from steeropt.runner.tracking import SAMPLE_TAG, STUDY_TAG, TRIAL_TAG
+    from mlflow import MlflowClient  # heavy optional dependency
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)

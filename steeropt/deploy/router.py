@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from steeropt.engine.activations import collect
 from steeropt.errors import SteeroptError
 
 UNKNOWN_DEFAULT = "unsteered"  # what callers do with an unknown prompt (documented in the profile)
@@ -104,8 +105,6 @@ class Router:
 
 
 def _features(lm, prompts: list[str], layer: int, center: torch.Tensor | None) -> torch.Tensor:
-    from steeropt.engine.activations import collect
-
     # unit length first (prompts of any length weigh the same), then centred and unit length again
     x = _unit(collect(lm, list(prompts), [layer], reduce="mean", render=False)[layer].float())
     return x if center is None else _unit(x - center)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from steeropt.engine.fastpath import cache_kwarg, shared_prefix
+from steeropt.engine.interventions import steer
+
 
 @dataclass
 class Row:
@@ -56,8 +59,6 @@ def _forward(lm, rows: Sequence[Row], plans=None, vectors=None) -> tuple[torch.T
     sit after it: [shared][pads][rest of prompt][target][pads]. Returns (logp [B, G, V], W); row b's target
     token j is scored by logp[b, j].
     """
-    from steeropt.engine.fastpath import cache_kwarg, shared_prefix  # engine: imported here (light module)
-
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     W = max(len(r.prompt_ids) for r in rows)
     G = max(max(len(r.target_ids) for r in rows), 1)
@@ -109,7 +110,6 @@ def _steered(lm, vectors, plans, row_plans: Sequence[int], prompt_len: int):
     if plans is None:
         yield
         return
-    from steeropt.engine.interventions import steer  # engine module; imported here to keep this module light
 
     used = sorted(set(row_plans))
     local = {p: i for i, p in enumerate(used)}

@@ -2,6 +2,7 @@
 the searchable tags of each sample's trace (searched parameters and scores)."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -19,8 +20,6 @@ def study_note(paths) -> str | None:
     """The parent run's description (MLflow's `mlflow.note.content`, shown on the run page) from the study files
     being logged: the front (front.csv) and, when summary.json is among them, each family's setting from the
     dose-response fits with its status and reason. None when neither file is there."""
-    import csv
-
     by_name = {Path(p).name: Path(p) for p in paths}
     lines = []
     if "front.csv" in by_name and by_name["front.csv"].exists():

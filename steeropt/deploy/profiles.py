@@ -31,15 +31,23 @@ positions (llama.cpp has no prompt/generated switch), with strength 1 (`--contro
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
 
+from steeropt.deploy.router import Router, build_router
+from steeropt.engine.generation import Decoding
+from steeropt.engine.interventions import Positions, build_op, hook_point, install_hooks, validate_plans
 from steeropt.engine.models import as_loaded
+from steeropt.engine.vectors import SteeringVector, VectorSet
 from steeropt.errors import SteeroptError
+from steeropt.types import InterventionPlan, Site
 
 FORMAT = "steeropt-profile/1"
 
@@ -52,8 +60,6 @@ class ProfileError(SteeroptError):
 def weights_fingerprint(model) -> str:
     """A cheap hash of a model's weights (config sizes + a strided sample of a few tensors, float32).
     Identifies a raw transformers model whose file hash is unknown."""
-    import hashlib
-
     h = hashlib.sha256()
     cfg = model.config
     h.update(json.dumps([getattr(cfg, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers",
@@ -93,8 +99,6 @@ class Profile:
 
     def plan(self, family: str, scale: float = 1.0):
         """The family's InterventionPlan; `scale` multiplies every α (parity: strength 0, ½, -1 ...)."""
-        from steeropt.types import InterventionPlan, Site
-
         fam = self.family(family)
         sites = [Site(int(s["layer"]), s["controller"], s["vector"],
                       tuple(s["heads"]) if s.get("heads") else None, s.get("positions", "all")) for s in fam["sites"]]
@@ -102,8 +106,6 @@ class Profile:
 
     def router(self):
         """The family router stored in the profile (report/router.py), or None for a profile without one."""
-        from steeropt.report.router import Router
-
         entry = self.data.get("router")
         if not entry:
             return None
@@ -132,8 +134,6 @@ class Profile:
         return routed if routed is not None and self.families.get(routed, {}).get("status") == "ok" else None
 
     def vectors(self):
-        from steeropt.engine.vectors import SteeringVector, VectorSet
-
         vs = VectorSet()
         for name, rel in self.data["vectors"].items():
             p = self.path / rel
@@ -158,8 +158,6 @@ class Profile:
                                f"(weights fingerprint {want['fingerprint'][:12]}); this model's is {fp[:12]}")
 
     def decoding(self):
-        from steeropt.engine.generation import Decoding
-
         return Decoding(**self.data.get("decoding", {}))
 
 
@@ -170,7 +168,6 @@ def load_profile(path) -> Profile:
     f = p / "profile.yaml" if p.is_dir() else p
     if not f.is_file():
         raise ProfileError(f"no steering profile at {path} (expected a directory with profile.yaml)")
-    import yaml
 
     try:
         data = yaml.safe_load(f.read_text())
@@ -193,8 +190,6 @@ def write_profile(out_dir, *, lm, vectors, families: dict, decoding: dict, study
     positions, alpha, raw_alpha}], "selection": {...}, "held_out": {...}, ...}.
     router_prompts: family -> prompts to build the family router on (the selection prompts);
     router_test_prompts: family -> prompts never used to build it (the held-out prompts): its reported accuracy."""
-    import yaml
-
     out = Path(out_dir)
     (out / "vectors").mkdir(parents=True, exist_ok=True)
     used = sorted({s["vector"] for f in families.values() for s in f.get("sites") or []}) or sorted(vectors)
@@ -217,8 +212,6 @@ def write_profile(out_dir, *, lm, vectors, families: dict, decoding: dict, study
                 except ProfileError as exc:
                     f["llama_cpp"] = {"skipped": str(exc)}
     if router_prompts:
-        from steeropt.report.router import build_router
-
         router = build_router(lm, router_prompts, held_out=router_test_prompts)
         data["router"] = router.save(out / "router.safetensors")
     (out / "profile.yaml").write_text(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
@@ -232,7 +225,6 @@ def _plain(x):
 def export_control_vector(path, sites: list[dict], vectors, lm) -> Path:
     """llama.cpp control vector for `add` sites: direction.<layer> = raw α · v (float32), layers summed."""
     import gguf
-    import numpy as np
 
     dirs: dict[int, np.ndarray] = {}
     for s in sites:
@@ -279,8 +271,6 @@ class ProfileHandle:
     """Active steering from a profile; `remove()` (or leaving the `with` block) takes the hooks off."""
 
     def __init__(self, lm, profile: Profile, family: str | None, scale: float = 1.0):
-        from steeropt.engine.interventions import _build_op, _Positions, hook_point, install_hooks, validate_plans
-
         # family None: the safe default (unsteered), e.g. a prompt the router calls unknown; no hooks
         self.lm, self.profile, self.family = lm, profile, family
         self.handles = []
@@ -292,9 +282,9 @@ class ProfileHandle:
         validate_plans(lm, self.vectors, [self.plan])
         ops: dict[tuple[int, str], list] = {}
         for site, alpha in zip(self.plan.sites, self.plan.alphas):
-            op = _build_op(lm, self.vectors, site, torch.tensor([float(alpha)]), torch.ones(1))
+            op = build_op(lm, self.vectors, site, torch.tensor([float(alpha)]), torch.ones(1))
             ops.setdefault(hook_point(site), []).append(op)
-        self.handles = install_hooks(lm, ops, _Positions(None, auto=True))
+        self.handles = install_hooks(lm, ops, Positions(None, auto=True))
 
     def remove(self) -> None:
         for h in self.handles:
@@ -327,8 +317,6 @@ def generate(model, profile, family: str, prompts: list[str], *, max_new_tokens:
     """Generate with the profile's decoding settings for each prompt (chat template applied), steered by
     the family's setting (or unsteered with steer=False, for a side-by-side look). family="auto" routes each
     prompt (unknown: unsteered); `routes(model, profile, prompts)` tells which family each one got."""
-    from dataclasses import replace
-
     prof = load_profile(profile)
     lm = as_loaded(model, tokenizer)
     if lm.tokenizer is None:
