@@ -5,7 +5,7 @@ A profile is a directory:
     profile.yaml                 model identity, sites, controller, α per family, decoding, measured scores
     vectors/<name>.safetensors   the steering vectors (SteeringVector.save: vector + mean norm + affine map ...)
     <family>.control-vector.gguf llama.cpp control vector (only when every site of that family is `add`)
-    router.safetensors           family router for new prompts (report/router.py), when pick gave its prompts
+    router.safetensors           family router for new prompts (deploy/router.py), when pick gave its prompts
 
 Apply it to a model (a LoadedModel, or a raw transformers model with its tokenizer):
 
@@ -105,7 +105,7 @@ class Profile:
         return InterventionPlan(sites, [scale * float(s["alpha"]) for s in fam["sites"]])
 
     def router(self):
-        """The family router stored in the profile (report/router.py), or None for a profile without one."""
+        """The family router stored in the profile (deploy/router.py), or None for a profile without one."""
         entry = self.data.get("router")
         if not entry:
             return None
@@ -115,7 +115,7 @@ class Profile:
             raise ProfileError(f"profile {self.path}: unusable router: {exc}") from None
 
     def route(self, lm, prompts: list[str]) -> list:
-        """One report.router.Route per prompt (route.family None = unknown)."""
+        """One deploy.router.Route per prompt (route.family None = unknown)."""
         router = self.router()
         if router is None:
             raise ProfileError(f"profile {self.path} has no router for family='auto'; re-run steeropt pick "

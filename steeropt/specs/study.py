@@ -173,7 +173,7 @@ class OptimizerSpec(_Spec):
 
 
 class ReevaluationSpec(_Spec):
-    """Re-evaluation of the points that will be reported, on fresh selection prompts (report.reeval)."""
+    """Re-evaluation of the points that will be reported, on fresh selection prompts (runner.reeval)."""
 
     prompts: int = Field(3, gt=0)  # fresh selection prompts per family and round for each live candidate
     rounds: int = Field(2, ge=1)  # racing rounds; a candidate whose question the intervals settle stops early
