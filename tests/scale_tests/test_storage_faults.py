@@ -220,7 +220,7 @@ def test_unreachable_judge_stops_the_study_without_spending_the_budget(tmp_path,
 def test_two_processes_create_one_fresh_mlflow_store(tmp_path):
     script = textwrap.dedent(f"""
         import sys
-        from steeropt.runner.tracking import Tracker
+        from steeropt.tracking import Tracker
         Tracker("sqlite:///{tmp_path / 'mlflow.db'}", "race", "study-" + sys.argv[1])
         print("ok")
     """)
