@@ -29,7 +29,8 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
     from rich.table import Table
 
     from steeropt.runner.review import chosen_params, select
-    from steeropt.tracking import LABEL_SCALE, REVIEW_TAG, Tracker, probe, flush_traces, ui_url
+    from steeropt.tracking import (LABEL_SCALE, REVIEW_TAG, Tracker, flush_traces, log_traces, probe, review_queue,
+                                   sample_traces, ui_url)
     from steeropt.specs import build
 
     st = build("study", spec)
@@ -49,14 +50,14 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         items = select(st, trials, runs, n=n, chosen=chosen_params(st, profile))
     if not items:
         raise SteeroptError(f"no samples of study '{st.name}' under {runs}/ (trial-*.jsonl): run it here or pass --runs-dir")
-    logged = tracker.sample_traces()
+    logged = sample_traces(tracker)
     run_ids = tracker.trial_run_ids()
     by_number = {t.number: t for t in trials}
     ids = {}
     missing = [x for x in items if (x.trial, x.index) not in logged]
     for number in sorted({x.trial for x in missing}):  # samples outside the traced share: log them now
         todo = [x for x in missing if x.trial == number]
-        for x, tid in zip(todo, tracker.log_traces(by_number[number], [x.record for x in todo], run_ids.get(number), runs)):
+        for x, tid in zip(todo, log_traces(tracker, by_number[number], [x.record for x in todo], run_ids.get(number), runs)):
             ids[(x.trial, x.index)] = tid
     flush_traces()
     ids |= {k: v.trace_id for k, v in logged.items()}
@@ -67,7 +68,7 @@ def review(spec: str = typer.Argument(..., help="study name or file"),
         client.set_trace_tag(ids[(x.trial, x.index)], REVIEW_TAG, round_)
         client.set_trace_tag(ids[(x.trial, x.index)], "steeropt.review_reason", "; ".join(x.reasons)[:1000] or "-")
 
-    queue = tracker.review_queue(f"steeropt review {round_}", [ids[(x.trial, x.index)] for x in items])
+    queue = review_queue(tracker, f"steeropt review {round_}", [ids[(x.trial, x.index)] for x in items])
 
     table = Table(title=f"{len(items)} samples of '{st.name}' to label (review round {round_})")
     for col in ("trial", "family", "priority", "why", "steered answer"):
