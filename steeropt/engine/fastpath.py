@@ -11,8 +11,10 @@ kernels' summation order changes, so greedy tokens match the plain path except a
 compare them). int8 was measured and is not offered: PyTorch's dynamic int8 Linear quantises activations per
 tensor, and greedy tokens differed from fp32 in 16 of 16 rows, 10 of them at the first token (bench/speed.py).
 
-`prepare(lm)` rewrites the model's modules in place, once; `weight` stays the original Parameter (exports,
-vectors and hooks see the same modules and weights). Off with STEEROPT_FAST=0, or off the CPU/fp32 path.
+`prepare(lm)` rewrites the model's modules in place, once. The packed weights are the only copy (a tied LM head
+aside, whose embedding stays): each Linear keeps its place in the module tree (hooks see the same modules) and
+its `weight` reads back bit-exact from the packed copy. Measured on the 1.5B (bench/speed.py): the process held
+~12 GB with both copies. Off with STEEROPT_FAST=0, or off the CPU/fp32 path.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 ENV = "STEEROPT_FAST"
 _BATCH_HINT = 16  # oneDNN picks its blocking for this many rows; any row count works
+_UNPACK_CHUNK = 1024  # identity rows per unpacking matmul (bounds its scratch memory)
 
 
 def shared_prefix(ids: list[list[int]], min_len: int = 8) -> int:
@@ -52,18 +55,43 @@ def available(model: torch.nn.Module) -> bool:
 
 class PackedLinear(torch.nn.Module):
     """One or more Linear layers on the same input as one matmul, their weights concatenated and reordered once
-    for oneDNN. The parts stay where they were (not registered again here: hooks on them are unchanged);
-    autograd, another device or dtype use them directly, since the packed copy is fp32 CPU only."""
+    for oneDNN. The packed copy is then the only one: each part's `weight` Parameter is released and read back
+    from it on demand (exactly: an identity matrix through the packed matmul gives W^T), so the model holds its
+    weights once. Autograd, another device or dtype go through the parts with those unpacked weights.
+    `keep` (a tied weight, e.g. the embedding an LM head shares) is packed but never released."""
 
-    def __init__(self, *parts: torch.nn.Linear):
+    def __init__(self, *parts: torch.nn.Linear, keep: frozenset[int] = frozenset()):
         super().__init__()
-        self.parts = parts  # a tuple: not registered as submodules
-        self.weight = parts[0].weight  # the same Parameter: code reading `.weight` or the device sees the original
+        self.parts = parts  # a tuple: not registered as submodules (hooks on them are unchanged)
         weight = parts[0].weight if len(parts) == 1 else torch.cat([p.weight for p in parts])
         bias = [p.bias for p in parts]
         self.bias = None if bias[0] is None else torch.cat(bias).detach()
         self.out_features, self.in_features = weight.shape
         self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
+        del weight
+        start = 0
+        for p in parts:
+            if id(p.weight) not in keep:
+                _release(p, self, start)
+            start += p.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The (first part's) weight, as the module it replaced had it (code reading `.weight`, e.g. head scores)."""
+        return self.parts[0].weight
+
+    def unpacked(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows [start, stop) of the concatenated weight, bit-exact: I @ W^T through the same kernel, in chunks."""
+        stop = self.out_features if stop is None else stop
+        out = torch.empty(stop - start, self.in_features)
+        with torch.no_grad():
+            for i in range(0, self.in_features, _UNPACK_CHUNK):
+                n = min(_UNPACK_CHUNK, self.in_features - i)
+                eye = torch.zeros(n, self.in_features)
+                eye[:, i:i + n] = torch.eye(n)
+                wt = torch.ops.mkldnn._linear_pointwise(eye, self._packed, None, "none", [], "")  # [n, out]
+                out[:, i:i + n] = wt[:, start:stop].t()
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32 or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
@@ -76,15 +104,32 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, parts={len(self.parts)}, packed=onednn"
 
 
+class _PackedPart(torch.nn.Linear):
+    """A Linear whose weight lives only in a PackedLinear: `weight` unpacks its rows when read."""
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._packed_in.unpacked(self._packed_rows[0], self._packed_rows[1])
+
+
+def _release(p: torch.nn.Linear, packed: PackedLinear, start: int) -> None:
+    """Drop p's own weight storage; reading p.weight afterwards unpacks it from `packed` (object.__setattr__:
+    the PackedLinear must not become p's submodule, which would loop the module tree)."""
+    del p._parameters["weight"]
+    object.__setattr__(p, "_packed_in", packed)
+    object.__setattr__(p, "_packed_rows", (start, start + p.out_features))
+    p.__class__ = _PackedPart
+
+
 class FusedMLP(torch.nn.Module):
     """down(act(gate(x)) * up(x)) with gate and up as one packed matmul. The original projections stay as
     attributes for code that reads them."""
 
-    def __init__(self, mlp: torch.nn.Module):
+    def __init__(self, mlp: torch.nn.Module, keep: frozenset[int] = frozenset()):
         super().__init__()
         self.gate_proj, self.up_proj, self.act_fn = mlp.gate_proj, mlp.up_proj, mlp.act_fn
-        self.down_proj = PackedLinear(mlp.down_proj)
-        self.gate_up = PackedLinear(mlp.gate_proj, mlp.up_proj)
+        self.down_proj = PackedLinear(mlp.down_proj, keep=keep)
+        self.gate_up = PackedLinear(mlp.gate_proj, mlp.up_proj, keep=keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).split(self.gate_proj.out_features, dim=-1)
@@ -150,21 +195,32 @@ def prepare(lm) -> bool:
         return True
     if not available(lm.model):
         return False
+    # an Embedding's weight may be tied to the LM head: packed for the head, kept for the lookup
+    keep = frozenset(id(m.weight) for m in lm.model.modules() if isinstance(m, torch.nn.Embedding))
     with torch.no_grad():
-        _swap(lm.model)
+        _swap(lm.model, keep)
+        _own_rest(lm.model)
     lm.fast = True
     return True
 
 
-def _swap(module: torch.nn.Module) -> None:
+def _own_rest(model: torch.nn.Module) -> None:
+    """Copy what is left of the weights (embeddings, norms, biases) out of the loader's memory map: the map holds
+    every original weight resident until nothing points into it (measured: packing alone left the 135M's 513 MiB
+    file mapping resident beside the packed copy)."""
+    for t in [*model.parameters(), *model.buffers()]:
+        t.data = t.data.clone()
+
+
+def _swap(module: torch.nn.Module, keep: frozenset[int]) -> None:
     for name, child in module.named_children():
         if _fusable_mlp(child):
-            setattr(module, name, FusedMLP(child))
+            setattr(module, name, FusedMLP(child, keep))
         elif _fusable_attention(child):
-            child.qkv = PackedLinear(child.q_proj, child.k_proj, child.v_proj)
-            child.o_proj = PackedLinear(child.o_proj)
+            child.qkv = PackedLinear(child.q_proj, child.k_proj, child.v_proj, keep=keep)
+            child.o_proj = PackedLinear(child.o_proj, keep=keep)
             child.forward = types.MethodType(_fused_attention_forward, child)
         elif type(child) is torch.nn.Linear:
-            setattr(module, name, PackedLinear(child))
+            setattr(module, name, PackedLinear(child, keep=keep))
         else:
-            _swap(child)
+            _swap(child, keep)

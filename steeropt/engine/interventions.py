@@ -133,7 +133,9 @@ def build_op(lm: LoadedModel, vectors: VectorSet, site: Site, alpha: torch.Tenso
     vec = vectors[site.vector]
     m = site_norm(lm, vectors, site)
     module = lm.adapter.o_proj(site.layer) if site.controller == "head_add" else lm.adapter.layer(site.layer)
-    w = next(module.parameters())  # the hidden states this op sees live on this device, in this dtype
+    # the hidden states this op sees live on this layer's device, in its dtype (the layer's norms: a packed
+    # o_proj holds no Parameter of its own, engine/fastpath.py)
+    w = next(lm.adapter.layer(site.layer).parameters())
     dtype, device = w.dtype, w.device
     v = vec.vector.to(device, dtype)
     alpha, active = alpha.to(device), active.to(device)

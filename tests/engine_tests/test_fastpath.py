@@ -53,22 +53,29 @@ def test_sampled_decoding_is_seeded_on_the_fast_path(embedded, wedding_vectors):
     assert [x.token_ids for x in a] == [x.token_ids for x in b]
 
 
-def test_packing_keeps_parameters_and_falls_back_under_autograd(embedded, plain):
+def test_packed_weights_are_the_only_copy_read_back_exactly_and_fall_back_under_autograd(embedded, plain):
     Generator(embedded)  # packs the shared model if no test did yet
-    assert {n for n, _ in embedded.model.named_parameters()} == {n for n, _ in plain.model.named_parameters()}
+    want = dict(plain.model.named_parameters())
+    released = set(want) - {n for n, _ in embedded.model.named_parameters()}
+    # the projections' weights live only in the packed copy; the embedding (tied to the LM head) and norms stay
+    assert released and all(n.rsplit(".", 2)[-2].endswith("proj") for n in released)
+    assert "model.embed_tokens.weight" not in released
+    for name in sorted(want):  # every weight reads back bit-exact (an identity through the packed matmul)
+        module, attr = name.rsplit(".", 1)
+        assert torch.equal(getattr(embedded.model.get_submodule(module), attr), want[name]), name
     o_proj = embedded.adapter.o_proj(4)
-    assert isinstance(o_proj, fastpath.PackedLinear) and isinstance(o_proj.weight, torch.nn.Parameter)
+    assert isinstance(o_proj, fastpath.PackedLinear) and torch.equal(o_proj.weight, plain.adapter.o_proj(4).weight)
     mlp = embedded.adapter.layer(4).mlp
     x = torch.randn(3, 5, embedded.adapter.d_model)
-    want = plain.adapter.layer(4).mlp(x)
+    ref = plain.adapter.layer(4).mlp(x)
     # outputs of ~1e2 on random input: fp32 with another summation order, relative 1e-5
     with torch.no_grad():
-        torch.testing.assert_close(mlp(x), want, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(mlp(x), ref, rtol=1e-5, atol=1e-3)
     xg = x.clone().requires_grad_(True)
-    out = mlp(xg)  # autograd: the unpacked parts, gradients flow
+    out = mlp(xg)  # autograd: the parts with their unpacked weights, gradients flow
     out.sum().backward()
     assert xg.grad is not None
-    torch.testing.assert_close(out.detach(), want, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-3)
 
 
 def test_shared_prefix_layout_keeps_rows_ending_together(embedded):
