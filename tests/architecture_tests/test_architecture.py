@@ -33,12 +33,8 @@ FLOORS = [
 LAZY = {
     ("steeropt.specs.study", "steeropt.evaluation.objectives.metrics"): "evaluation loads torch; reading a spec must not",
     ("steeropt.specs.validate", "steeropt.engine.models"): "validate checks a model's shape without torch when it can",
-    ("steeropt.evaluation.objectives.stack", "steeropt.evaluation.calibration"): "judge work in progress (not hoisted)",
-    ("steeropt.evaluation.objectives.stack", "steeropt.evaluation.judges"): "judge work in progress (not hoisted)",
     ("steeropt.evaluation.judges", "steeropt.evaluation.judges.local_backend"): "torch, only for a local judge",
     ("steeropt.evaluation.judges", "steeropt.evaluation.judges.openai_backend"): "openai, only for an endpoint judge",
-    ("steeropt.evaluation.judges.local_backend", "steeropt.engine.models"): "judge work in progress (not hoisted)",
-    ("steeropt.evaluation.judges.local_backend", "steeropt.engine.fastpath"): "judge work in progress (not hoisted)",
     ("steeropt.search.optimizers", "steeropt.search.optimizers._ax"): "Ax (seconds to import), only for botorch",
 }
 

@@ -24,6 +24,8 @@ import json
 
 import torch
 
+from steeropt.engine.fastpath import cache_kwarg
+from steeropt.engine.models import load_model
 from steeropt.evaluation.judges.base import Judge, JudgeRequest
 from steeropt.evaluation.judges.cache import JudgeCache
 from steeropt.evaluation.judges.config import JudgeSpec, Rubric
@@ -40,8 +42,6 @@ class LocalJudge(Judge):
         self.prefix_cache = prefix_cache  # False: every yes/no sample gets the plain full-prompt pass
         self._prefix_kv: dict[tuple[int, ...], list] = {}  # shared prefix ids -> its per-layer (keys, values)
         if lm is None:
-            from steeropt.engine.models import load_model
-
             lm = load_model(spec.model)
         self.lm = lm
         tok = lm.tokenizer
@@ -127,8 +127,6 @@ class LocalJudge(Judge):
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache=None):
         """Next-token probabilities [rows, vocab] and the KV cache. ids [rows, new], mask [rows, past + new]."""
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-        from steeropt.engine.fastpath import cache_kwarg
-
         out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                             **({cache_kwarg(self.lm.model): cache} if cache is not None else {}))
         self.stats.forward_passes += 1

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from steeropt.errors import JudgeError
+from steeropt.evaluation import calibration
+from steeropt.evaluation.judges import JudgeRequest
 from steeropt.evaluation.objectives.aggregate import harmonic_mean, mean, mean_ci, scalarize
 from steeropt.evaluation.objectives.config import (FORCED_METRICS, PROMPT_METRICS, TIER1_METRICS, ObjectiveSpec,
                                                    compare)
@@ -73,8 +75,6 @@ class ObjectiveStack:
         # a calibrated score judges with the rubric it was fitted on, then maps (calibration.py)
         self.calibrated = {}
         if any(s.calibrated for s in spec.scores.values()):
-            from steeropt.evaluation import calibration
-
             self.calibrated = {k: calibration.load(s.calibrated, s.axis) for k, s in spec.scores.items() if s.calibrated}
             self.rubric_scores.update({k: c.rubric for k, c in self.calibrated.items() if c.rubric})
         if self.rubric_scores and judge is None:
@@ -120,8 +120,6 @@ class ObjectiveStack:
         # only on the scores its gates do not floor (a fluency gate says nothing about the concept).
         reqs, where = [], []
         if self.rubric_scores:
-            from steeropt.evaluation.judges import JudgeRequest  # judges package; imported lazily
-
             for i, x in enumerate(samples):
                 full = not reasons[i] or i in audited
                 for name, rubric in self.rubric_scores.items():
