@@ -24,6 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 COMPARE = ["compare-add", "compare-clamp", "compare-affine", "compare-head-add"]
+# --set qwen: the controller comparison on Qwen2.5-Coder-1.5B (its quickstart runs apart: scripts/quickstart.sh)
+SETS = {"135m": COMPARE, "qwen": ["compare-qwen-add", "compare-qwen-clamp", "compare-qwen-head-add"]}
 
 
 def variant(name: str, seed: int, out: Path) -> Path:
@@ -46,7 +48,9 @@ def run_all(names, seeds, out: Path, pick_only: bool = False, held_out_all: bool
     from steeropt.deploy.pick import pick
     from steeropt.runner.study import Study
 
-    lm = load_model("smollm2-135m-instruct")
+    from steeropt.specs import build
+
+    lm = load_model(build("study", ROOT / "studies" / f"{names[0]}.yaml").model)  # one loaded copy for every study
     res = {"seeds": list(seeds), "studies": {}, "compare": {}, "timing": {}}
     # compare studies of every seed before the second quickstart: the comparison tables come first
     order = [(s, n) for s in seeds[:1] for n in names] + [(s, n) for s in seeds[1:] for n in names]
@@ -65,7 +69,7 @@ def run_all(names, seeds, out: Path, pick_only: bool = False, held_out_all: bool
             # the held-out check (the expensive part) for the quickstart; compare studies report their
             # fitted choice per family with its interval (what the seed agreement needs)
             p = pick(str(path), lm=lm, out=out / "profiles" / f"{name}-s{seed}",
-                     held_out=name == "quickstart" or held_out_all).to_dict()
+                     held_out=name == "demo-135m" or held_out_all).to_dict()
         except Exception as exc:  # keep the other studies' runs; `--pick-only` redoes the picks
             import traceback
 
@@ -74,7 +78,7 @@ def run_all(names, seeds, out: Path, pick_only: bool = False, held_out_all: bool
         res["studies"][f"{name}-s{seed}"] = {"pick": p, "seconds_run": t_run,
                                              "seconds_pick": time.time() - t - t_run}
         print(f"[reference] {name} seed {seed}: run {t_run:.0f} s, pick {time.time() - t - t_run:.0f} s", flush=True)
-        cmp_names = [n for n in names if n in COMPARE]
+        cmp_names = [n for n in names if n.startswith("compare")]
         if len(cmp_names) >= 2 and name == cmp_names[-1]:
             c = compare([str(out / "specs" / f"{n}-s{seed}.yaml") for n in cmp_names], out_dir=out / f"compare-s{seed}",
                         name=f"reference-compare-s{seed}")
@@ -162,6 +166,7 @@ def report_md(res: dict, agree: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--set", choices=sorted(SETS), default="135m", help="which controller studies (qwen: the 1.5B's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "reference"))
     ap.add_argument("--only", nargs="+", choices=["quickstart", "compare"], default=["quickstart", "compare"])
     ap.add_argument("--pick-only", action="store_true", help="studies already run: redo the picks and comparisons")
@@ -187,9 +192,11 @@ def main() -> None:
         (out / "report.md").write_text(report_md(res, agree))
         print(report_md(res, agree))
         return
-    names = (COMPARE if "compare" in args.only else []) + (["quickstart"] if "quickstart" in args.only else [])
+    compare_set = SETS[args.set]
+    names = (compare_set if "compare" in args.only else []) + (
+        ["demo-135m"] if "quickstart" in args.only and args.set == "135m" else [])  # the 135M's quickstart
     if args.redo_compare:
-        res = run_all(COMPARE, args.seeds, out, pick_only=True)
+        res = run_all(compare_set, args.seeds, out, pick_only=True)
         (out / "redo.json").write_text(json.dumps(res, indent=1, default=str))
         return
     res = run_all(names, args.seeds, out, pick_only=args.pick_only)

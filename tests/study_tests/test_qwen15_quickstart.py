@@ -1,6 +1,7 @@
-"""The quickstart's real parts on Qwen2.5-Coder-1.5B-Instruct, loaded once: the 1.5B steered at layer 14 and
-judging its own outputs from the same loaded copy, the prompted arm beside the trials, and pick's held-out verdict
-with the unsteered and prompted answers. A small budget (3 strengths, 3 selection + 3 held-out prompts, 32 tokens)."""
+"""The quickstart's real parts on Qwen2.5-Coder-1.5B-Instruct, loaded once: the enthusiasm persona added at layer 14,
+the 1.5B judging its own outputs from the same loaded copy, the prompted arm beside the trials, and pick's held-out
+verdict with the unsteered and prompted answers. A small budget (3 strengths, 3 selection + 3 held-out prompts,
+32 tokens); everything else is studies/quickstart.yaml as shipped."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import yaml
 from steeropt.records import ARMS_KEY
 from steeropt.deploy.pick import pick
 from steeropt.runner.study import Study
-from tests.study_tests.conftest import DATA, REPO
+from steeropt.specs import build
+from tests.study_tests.conftest import REPO
 
 
 PROMPTS = ["Describe a quiet beach in winter.", "Describe an old wooden boat.", "How do I plan a budget for a holiday?",
@@ -18,14 +20,9 @@ PROMPTS = ["Describe a quiet beach in winter.", "Describe an old wooden boat.", 
 
 
 def spec_file(tmp_path) -> str:
-    spec = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())
-    spec.pop("include")
-    part = yaml.safe_load((REPO / "studies" / "wedding.part.yaml").read_text())
-    spec |= {"name": "qs15", "concept": part["concept"],
-             "vectors": [{**spec["vectors"][0], "positive": str(DATA / "wedding_positive.txt"),
-                          "negative": str(DATA / "wedding_neutral.txt")}],
-             # split_seed 6: beach, boat and budget are the selection prompts (the trials' and arms'); asked
-             # for the topic, the 1.5B brings weddings into each within ~20 tokens (seen in the quickstart)
+    spec = build("study", REPO / "studies" / "quickstart.yaml").model_dump(mode="json")  # includes applied
+    spec |= {"name": "qs15",
+             # split_seed 6: beach, boat and budget are the selection prompts (the trials' and arms')
              "prompts": {"families": [{"name": "advice", "prompts": PROMPTS}], "split_seed": 6},
              "decoding": {"max_new_tokens": 32},
              "optimizer": {"name": "grid", "settings": {"grid_size": 3}},
@@ -52,8 +49,9 @@ def test_quickstart_parts_on_the_1p5b(qwen15, tmp_path, monkeypatch):
     # the teacher-forced passes are skipped: the objective reads only text gates and judged scores
     assert study.stack.tier1.teacher_forced is False and df["value.kl"].isna().all()
     assert set(arms) == {"unsteered", "prompted"}
-    # asked for weddings after the prompt, the unsteered 1.5B names them; unasked, it does not
-    assert arms["prompted"]["values"]["keyword_rate"] > arms["unsteered"]["values"]["keyword_rate"]
+    # asked for the voice after the prompt, the unsteered 1.5B uses it (more of the persona's words, a higher
+    # judged concept); unasked, less so
+    assert arms["prompted"]["values"]["keyword_hits"] > arms["unsteered"]["values"]["keyword_hits"]
     assert arms["prompted"]["values"]["concept"] > arms["unsteered"]["values"]["concept"]
     texts = [json.loads(x)["text"] for x in (tmp_path / "runs" / "qs15" / "arm_prompted.jsonl").read_text().splitlines()]
     assert len(texts) == 3 and all(texts)
