@@ -19,7 +19,7 @@ OTHER_TOOLS = {
     "llama-cli": {"--control-vector"},
     "pip": {"--no-deps"},
     "python": {"--sections", "--quick", "--judge-n", "--quickstart-plain", "--seeds", "--out", "--merge",
-               "--spec", "--model"},
+               "--spec", "--model", "--set", "--only"},
     "vllm": {"--port"},
     "chromium": set(),
 }
