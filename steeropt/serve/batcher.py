@@ -330,6 +330,7 @@ class MicroBatcher:
             self._generate(jobs[half:])
             return
         for j, o in zip(jobs, outs):
-            if j.dropped():
+            if j.dropped():  # its row was stopped early: the partial answer is not an answer (504, not 200)
                 self.dropped += 1
+                o = Cancelled("stopped while it ran (client gone or time limit passed)")
             _settle(j, exc=o) if isinstance(o, Exception) else _settle(j, o)
