@@ -4,7 +4,7 @@
     .venv/bin/python bench/quickstart_grid.py --spec studies/quickstart-qwen.yaml --points 13 \
         --out bench/data/quickstart_qwen_grid.json      # the three axes judged by the 1.5B model
 
-Sets up studies/quickstart.yaml (layer 10, objectives/quickstart.yaml, its 9 prompts, 40 new tokens, seed 0)
+Sets up studies/demo-135m.yaml (layer 10, objectives/quickstart.yaml, its 9 prompts, 40 new tokens, seed 0)
 in a temp dir, generates every α of an evenly spaced grid over the space's [low, high] with the study's own
 generator, prompts, decoding and seed (what Study._evaluate does), and evaluates the same samples twice:
   gated     = the quickstart objective as written (cheap gates first, the judge on survivors + audit)
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "studies" / "quickstart.yaml"
+SPEC = ROOT / "studies" / "demo-135m.yaml"
 
 
 def _summ(res, alpha):

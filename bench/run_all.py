@@ -8,7 +8,7 @@
 
 Sections: overhead (bench/overhead.py, project venv and bench/.peers-venv), batching (bench/engine.py),
 optimizers (bench/optimizers.py on the recorded grid), tiering (the recorded grid, gated vs judge-all),
-memory (peak RSS of `steeropt run studies/quickstart.yaml`), scaling (trial batch time vs prompts, tokens, sites).
+memory (peak RSS of `steeropt run studies/demo-135m.yaml`, the 135M), scaling (trial batch time vs prompts, tokens, sites).
 Every figure is a ratio of arms measured side by side in this run; the load average is recorded with each.
 """
 from __future__ import annotations
@@ -35,11 +35,13 @@ JUDGED_GRID = BENCH / "data" / "quickstart_qwen_grid.json"  # studies/quickstart
 
 FULL = {"overhead": {"tokens": 32, "rounds": 5}, "batching": {"tokens": 32, "prompts": 2, "ks": [1, 4, 8, 16]},
         "optimizers": {"seeds": 20, "bo_seeds": 10, "budget": 24, "bo_budget": 24},
-        "memory": {"trials": 8}, "grid_points": 41, "judged_grid_points": 13, "speed": ["--judge-n", "20", "--quickstart-plain"],
+        "memory": {"trials": 8}, "grid_points": 41, "judged_grid_points": 13, "speed": ["--judge-n", "20"],
+        "speed_1p5b": ["--model", "qwen2.5-coder-1.5b-instruct", "--only", "limit,gen", "--batches", "16"],
         "scaling": {"base": (9, 40, 1), "prompts": [3, 9, 18], "tokens": [20, 40, 80], "sites": [1, 2, 4]}}
 QUICK = {"overhead": {"tokens": 8, "rounds": 2}, "batching": {"tokens": 8, "prompts": 2, "ks": [1, 4, 8]},
          "optimizers": {"seeds": 2, "bo_seeds": 1, "budget": 12, "bo_budget": 8},
          "memory": {"trials": 4}, "grid_points": 21, "judged_grid_points": 5, "speed": ["--quick"],
+         "speed_1p5b": ["--quick", "--model", "qwen2.5-coder-1.5b-instruct", "--only", "limit,gen", "--batches", "16"],
          "scaling": {"base": (3, 10, 1), "prompts": [3, 6], "tokens": [10, 20], "sites": [1, 2]}}
 
 
@@ -222,27 +224,41 @@ def sec_tiering_judged(cfg, tmp) -> dict:
 
 
 def sec_speed(cfg, tmp) -> dict:
-    """bench/speed.py in its own process (two model copies, then the 1.5B judge): generation and judge
-    throughput, the compute limit, the decode-step breakdown, K batching, the int8 probe, quickstart wall time."""
-    js = Path(tmp) / "speed.json"
-    cmd = [PY, str(BENCH / "speed.py"), *cfg["speed"], "--json", str(js)]
-    log(f"speed: {' '.join(cmd[1:])}")
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    res = json.loads(js.read_text())
-    res["command"] = "python bench/speed.py" + "".join(f" {a}" for a in cfg["speed"])
-    return res
+    """bench/speed.py in its own process, twice. First the 135M's generation arms (two model copies), then the
+    1.5B judge, then the quickstart (studies/quickstart.yaml: the 1.5B steered and judging); then the 1.5B's
+    generation arms, plain and fast side by side (under "qwen1p5b")."""
+
+    def run(key):
+        js = Path(tmp) / f"{key}.json"
+        cmd = [PY, str(BENCH / "speed.py"), *cfg[key], "--json", str(js)]
+        log(f"speed: {' '.join(cmd[1:])}")
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        res = json.loads(js.read_text())
+        res["command"] = "python bench/speed.py" + "".join(f" {a}" for a in cfg[key])
+        return res
+
+    return run("speed") | {"qwen1p5b": run("speed_1p5b")}
 
 
 def headline(r: dict) -> dict:
-    """The report's top-level speed keys, each from the speed section's one run."""
+    """The report's top-level speed keys: the speed section's one run, and the judged tiering beside it."""
     sp = r.get("speed", {}).get("result") or {}
     gen, judge, qs = sp.get("gen", {}), sp.get("judge", {}), sp.get("quickstart", {})
+    big = sp.get("qwen1p5b", {})
+    tj = r.get("tiering_judged", {}).get("result") or {}
+    b16 = big.get("gen", {}).get("b16", {})
     return {"judge_samples_per_s_plain": judge.get("plain_samples_per_s"),
             "judge_samples_per_s_fast": judge.get("fast_samples_per_s"),
             "gen_tokens_per_s_b16": gen.get("b16", {}).get("fast_tokens_per_s"),
             "gen_tokens_per_s_b64": gen.get("b64", {}).get("fast_tokens_per_s"),
             "gen_limit_tokens_per_s": sp.get("limit", {}).get("tokens_per_s"),
-            "quickstart_wall_s": qs.get("wall_s")}
+            "gen_tokens_per_s_b16_1p5b": b16.get("fast_tokens_per_s"),
+            "gen_plain_tokens_per_s_b16_1p5b": b16.get("plain_tokens_per_s"),
+            "gen_limit_tokens_per_s_1p5b": big.get("limit", {}).get("tokens_per_s"),
+            "cheap_tier_share": qs["split_s"]["cheap tier"] / qs["wall_s"] if qs else None,
+            "tiering_saved_share": tj.get("saved_share"), "tiering_same_pick": tj.get("same_choice"),
+            "quickstart_wall_s": qs.get("wall_s"),
+            "quickstart_peak_rss_mib": qs["peak_rss_bytes"] / 2**20 if qs.get("peak_rss_bytes") else None}
 
 
 # ---- 5. memory -----------------------------------------------------------------------------------------
@@ -268,7 +284,7 @@ def sec_memory(cfg, tmp) -> dict:
         return int(kb) * 1024, float(secs)
 
     d = Path(tempfile.mkdtemp(dir=tmp))
-    cmd = [steeropt_bin, "run", str(ROOT / "studies/quickstart.yaml"), "--trials", str(n)]
+    cmd = [steeropt_bin, "run", str(ROOT / "studies/demo-135m.yaml"), "--trials", str(n)]
     log(f"memory: {' '.join(cmd)} (in a temp dir)")
     rss, secs = peak(cmd, d)
     base, _ = peak([PY, "-c", "import torch, transformers"], d)
@@ -277,7 +293,7 @@ def sec_memory(cfg, tmp) -> dict:
             "peak_over_weights": rss / weight_bytes, "peak_over_gguf": rss / gguf_bytes,
             "python_torch_transformers_rss_bytes": base, "load_model_rss_bytes": model_only,
             "study_over_loaded_model": rss / model_only,
-            "command": f"steeropt run studies/quickstart.yaml --trials {n}  (peak RSS via getrusage(RUSAGE_CHILDREN))"}
+            "command": f"steeropt run studies/demo-135m.yaml --trials {n}  (peak RSS via getrusage(RUSAGE_CHILDREN))"}
 
 
 # ---- 6. scaling ----------------------------------------------------------------------------------------
@@ -292,7 +308,7 @@ def sec_scaling(cfg, tmp) -> dict:
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        spec = build("study", str(ROOT / "studies/quickstart.yaml"))
+        spec = build("study", str(ROOT / "studies/demo-135m.yaml"))
         # No judge cache: repeated rounds must pay for their judge calls like a fresh trial batch does.
         h = Harness(spec).load(judge_cache=None)
         unsteered = [InterventionPlan([], [])]
@@ -337,7 +353,7 @@ def sec_scaling(cfg, tmp) -> dict:
     finally:
         os.chdir(cwd)
     return {"rows": rows, "rounds": s.get("rounds", 2), "candidates_per_batch": len(alphas), "judge": "local-default (in process, no judge cache)",
-            "command": "bench/run_all.py --sections scaling (Study.setup() on studies/quickstart.yaml, then "
+            "command": "bench/run_all.py --sections scaling (Study.setup() on studies/demo-135m.yaml, then "
                        "Harness.evaluate(generate(4 plans), baseline) per setting; sites = add at layers 10,12,14,16)"}
 
 
@@ -402,20 +418,31 @@ def goals(r) -> list[dict]:
                          "result": ", ".join(f"{x[key]}: {x['seconds'] / b:.2f}" for x in sc["rows"][dim]),
                          "met": None, "miss": None, "command": sc["command"]})
     sp = r.get("speed", {}).get("result")
-    if sp and sp.get("gen"):
-        g, lim = sp["gen"], sp.get("limit", {}).get("tokens_per_s")
+    for model, part, share in (("135M", sp, 0.45), ("1.5B", (sp or {}).get("qwen1p5b"), 0.40)):
+        if not (part and part.get("gen")):
+            continue
+        g, lim = part["gen"], part.get("limit", {}).get("tokens_per_s")
         for key in ("b16", "b64"):
-            x = g[key]
+            x = g.get(key)
+            if not x:
+                continue
             goal = "≥ 2x plain" if key == "b16" else "–"
             met = x["speedup"] >= 2 if key == "b16" else None
-            rows.append({"figure": f"generation tokens/s, batch {x['rows']}: fast / plain `generate`", "goal": goal,
-                         "result": f"{x['fast_tokens_per_s']:.0f} vs {x['plain_tokens_per_s']:.0f} = {x['speedup']:.2f}x"
-                                   + (f"; {x['fast_tokens_per_s'] / lim:.0%} of the {lim:.0f} tokens/s limit" if lim else ""),
+            rows.append({"figure": f"{model} generation tokens/s, batch {x['rows']}: fast / plain `generate`", "goal": goal,
+                         "result": f"{x['fast_tokens_per_s']:.0f} vs {x['plain_tokens_per_s']:.0f} = {x['speedup']:.2f}x, "
+                                   f"identical rows {x['identical_rows']}/{x['rows']}",
                          "met": met, "miss": None if met in (True, None) else f"{2 - x['speedup']:.2f}x short",
-                         "command": sp["command"]})
+                         "command": part["command"]})
+            if lim:
+                v = x["fast_tokens_per_s"] / lim
+                rows.append({"figure": f"{model} fast tokens/s at batch {x['rows']} / compute limit",
+                             "goal": f"≥ {share:.0%}" if key == "b16" else "–",
+                             "result": f"{v:.0%} of {lim:.0f} tokens/s", "met": v >= share if key == "b16" else None,
+                             "miss": None if key != "b16" or v >= share else f"{share - v:.0%} short", "command": part["command"]})
         v = g["steered"]["steered_over_unsteered"]
-        rows.append({"figure": "steered / unsteered tokens/s on the fast path, batch 16", "goal": "≥ 0.95", "result": f"{v:.3f}",
-                     "met": v >= 0.95, "miss": None if v >= 0.95 else f"{0.95 - v:.3f} short", "command": sp["command"]})
+        rows.append({"figure": f"{model} steered / unsteered tokens/s on the fast path, batch 16", "goal": "≥ 0.95",
+                     "result": f"{v:.3f}", "met": v >= 0.95, "miss": None if v >= 0.95 else f"{0.95 - v:.3f} short",
+                     "command": part["command"]})
     if sp and sp.get("batching"):
         k8 = next(x for x in sp["batching"] if x["k"] == 8)
         rows.append({"figure": "batched / sequential speedup on the fast path, K=8", "goal": "≥ 3x", "result": f"{k8['speedup']:.2f}x",
@@ -426,11 +453,21 @@ def goals(r) -> list[dict]:
         rows.append({"figure": f"judge samples/s, prefix-cached batched / plain per-call ({j['judge']})", "goal": "≥ 3x",
                      "result": f"{j['fast_samples_per_s']:.3f} vs {j['plain_samples_per_s']:.3f} = {j['ratio']:.2f}x",
                      "met": j["ratio"] >= 3, "miss": None if j["ratio"] >= 3 else f"{3 - j['ratio']:.2f}x short", "command": j["command"]})
+        v = j["fast_samples_per_s"]
+        rows.append({"figure": f"judge samples/s, {len(j['rubrics'])} rubrics ({j['judge']})", "goal": "≥ 2",
+                     "result": f"{v:.2f}", "met": v >= 2, "miss": None if v >= 2 else f"{2 - v:.2f} short", "command": j["command"]})
     if sp and sp.get("quickstart"):
         q = sp["quickstart"]
-        rows.append({"figure": "quickstart wall time (set-up check + steeropt run)", "goal": "–",
+        rows.append({"figure": "quickstart wall time (set-up check + steeropt run)", "goal": "≤ 15 min",
                      "result": f"{q['wall_s']:.0f} s (" + ", ".join(f"{k.split(' (')[0]} {v:.0f}" for k, v in q["split_s"].items()) + ")",
-                     "met": None, "miss": None, "command": q["command"]})
+                     "met": q["wall_s"] <= 900, "miss": None if q["wall_s"] <= 900 else f"{(q['wall_s'] - 900) / 60:.1f} min over",
+                     "command": q["command"]})
+        v = q["split_s"]["cheap tier"] / q["wall_s"]
+        rows.append({"figure": "cheap tier's share of the quickstart's wall time", "goal": "≤ 25%", "result": f"{v:.0%}",
+                     "met": v <= 0.25, "miss": None if v <= 0.25 else f"{v - 0.25:.0%} over", "command": q["command"]})
+        if q.get("peak_rss_bytes"):
+            rows.append({"figure": "quickstart peak RSS", "goal": "–", "result": f"{q['peak_rss_bytes'] / 2**20:.0f} MiB",
+                         "met": None, "miss": None, "command": q["command"]})
     tj = r.get("tiering_judged", {}).get("result")
     if tj:
         rows += tiering_rows(tj, "three-axis judged objective", " (three-axis judged objective)")
@@ -597,6 +634,8 @@ def md_speed(res):
         L += ["| rows (candidates × prompts) | plain tokens/s | fast tokens/s | fast / plain | fast / limit | identical rows |",
               "|---|---|---|---|---|---|"]
         for key in ("b16", "b64"):
+            if key not in gen:
+                continue
             g = gen[key]
             L.append(f"| {g['rows']} ({g['candidates']} × {g['prompts']}) | {g['plain_tokens_per_s']:.0f} | "
                      f"{g['fast_tokens_per_s']:.0f} | {g['speedup']:.2f}x | "
@@ -637,6 +676,10 @@ def md_speed(res):
         if qp:
             L += ["", f"The same run with `STEEROPT_FAST=0` (transformers' plain `generate`): {qp['wall_s']:.0f} s, of which "
                   f"generation {qp['split_s']['generation']:.0f} s (fast path: {q['split_s']['generation']:.0f} s)."]
+    big = res.get("qwen1p5b")
+    if big:
+        when = f", run {big['date']} on its own, load {big['load'][0]:.1f} / {big['load'][1]:.1f}" if big.get("date") else ""
+        L += ["", f"### Qwen2.5-Coder-1.5B-Instruct, the quickstart's model (`{big['command']}`{when})", ""] + md_speed(big)
     return L
 
 
@@ -667,6 +710,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--record", action="store_true", help="re-record bench/data/quickstart_grid.json")
+    ap.add_argument("--keep-quickstart", metavar="DIR", help="speed: run the quickstart in this new folder and keep it")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for every process (default: 1 when the 1-min load exceeds the cores, else the cores)")
     args = ap.parse_args()
@@ -677,7 +721,9 @@ def main():
     threads = args.threads or (1 if os.getloadavg()[0] > cores else cores)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     sys.path.insert(0, str(BENCH))
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.keep_quickstart:
+        cfg["speed"] = [*cfg["speed"], "--keep-quickstart", str(Path(args.keep_quickstart).resolve())]
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in wanted if s not in SECTIONS]
     if bad:

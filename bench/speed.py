@@ -12,6 +12,7 @@ Generation arms: "plain" = transformers `generate` with a dynamic KV cache on an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -199,20 +200,30 @@ def judge_speed(judge: str, n: int) -> dict:
     return res
 
 
-def quickstart(spec: str = "studies/quickstart.yaml", trials: int | None = None, env: dict | None = None) -> dict:
+def quickstart(spec: str = "studies/quickstart.yaml", trials: int | None = None, env: dict | None = None,
+               keep: str | None = None) -> dict:
     """`steeropt run` of the quickstart in a fresh process and an empty folder (own storage, MLflow, runs/),
     the way `bash scripts/quickstart.sh` runs it, and its timing.json (steeropt.timing phases).
-    env: extra environment (STEEROPT_FAST=0: the plain generation path)."""
+    env: extra environment (STEEROPT_FAST=0: the plain generation path). keep: run in this new folder and
+    leave it (then `steeropt pick` there reads the same study)."""
     exe = str(Path(sys.executable).with_name("steeropt"))
     env_t = time.perf_counter()
     subprocess.run(["bash", "scripts/setup_env.sh"], cwd=ROOT, check=True, capture_output=True)
     env_s = time.perf_counter() - env_t
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory() as tmp:
+        if keep:
+            Path(keep).mkdir(parents=True)  # a new, empty folder, as a new user has
         cmd = [exe, "run", str(ROOT / spec)] + (["--trials", str(trials)] if trials else [])
         log(f"  quickstart: {' '.join(cmd[1:])} (in an empty folder)")
         t = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, env=dict(os.environ, TERM="dumb", **(env or {})))
+        with open(Path(tmp, "output.log"), "w") as out:
+            p = subprocess.Popen(cmd, cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, TERM="dumb", **(env or {})))
+            _, status, usage = os.wait4(p.pid, 0)  # wait4: the peak RSS of this child alone, not of earlier ones
+            p.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
+        if p.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {Path(tmp, 'output.log').read_text()[-2000:]}")
         timing = json.loads(next(Path(tmp, "runs").glob("*/timing.json")).read_text())
     ph = {k: v["seconds"] for k, v in timing["phases"].items()}
     in_process = timing["since_import_s"]
@@ -222,6 +233,7 @@ def quickstart(spec: str = "studies/quickstart.yaml", trials: int | None = None,
              "cheap tier": ph.get("cheap_tier", 0.0), "judge": ph.get("judge", 0.0)}
     split["bookkeeping (trials, fits, plots, MLflow)"] = env_s + wall - sum(split.values())
     return {"wall_s": env_s + wall, "run_s": wall, "env_check_s": env_s, "split_s": split, "timing": timing,
+            "peak_rss_bytes": usage.ru_maxrss * 1024,
             "command": f"steeropt run {spec}" + (f" --trials {trials}" if trials else "") + " (after bash scripts/setup_env.sh)"}
 
 
@@ -233,8 +245,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--judge-n", type=int, default=None, help="labelled items for the judge arms (x 3 rubrics)")
     ap.add_argument("--quickstart-plain", action="store_true", help="also run the quickstart with STEEROPT_FAST=0")
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--keep-quickstart", metavar="DIR", help="run the quickstart in this new folder and keep it")
     ap.add_argument("--model", default="smollm2-135m-instruct", choices=sorted(MODELS),
                     help="the model of the generation arms (limit, gen, breakdown, batching, int8)")
+    ap.add_argument("--batches", default="16,64", help="rows per generate call of the gen arm, comma-separated")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
     import torch
@@ -246,7 +260,7 @@ def main(argv=None) -> dict:
     repeats = 1 if args.quick else 2
     r: dict = {"threads": torch.get_num_threads()}
     if parts & {"gen", "breakdown", "batching", "int8", "limit"}:
-        plain, fast, prompts, plans, Decoding, IP = _setup(64, args.model)
+        plain, fast, prompts, plans, Decoding, IP = _setup(max(map(int, args.batches.split(","))), args.model)
         dec = Decoding(max_new_tokens=tokens)
     if "limit" in parts:
         g = matmul_gflops()
@@ -255,7 +269,7 @@ def main(argv=None) -> dict:
         r["limit"] = {"matmul_gflops": g, "flops_per_token": fpt, "context": ctx, "tokens_per_s": g * 1e9 / fpt}
         log(f"limit: matmul {g:.0f} GFLOP/s / {fpt / 1e9:.3f} GFLOP per token = {r['limit']['tokens_per_s']:.0f} tok/s")
     if "gen" in parts:
-        r["gen"] = {f"b{n}": gen_throughput(plain, fast, prompts, plans, dec, n, repeats) for n in (16, 64)}
+        r["gen"] = {f"b{n}": gen_throughput(plain, fast, prompts, plans, dec, n, repeats) for n in map(int, args.batches.split(","))}
         r["gen"]["steered"] = steered_ratio(fast, prompts, plans, dec, IP, repeats)
         log(f"  steered/unsteered (fast, batch 16): {r['gen']['steered']['steered_over_unsteered']:.3f}")
     if "breakdown" in parts:
@@ -279,7 +293,7 @@ def main(argv=None) -> dict:
         log(f"  judge {r['judge']['judge']}: plain {r['judge']['plain_samples_per_s']:.3f}, fast "
             f"{r['judge']['fast_samples_per_s']:.3f} samples/s ({r['judge']['ratio']:.2f}x)")
     if "quickstart" in parts:
-        r["quickstart"] = quickstart(trials=4 if args.quick else None)
+        r["quickstart"] = quickstart(trials=4 if args.quick else None, keep=args.keep_quickstart)
         log(f"  quickstart wall {r['quickstart']['wall_s']:.0f} s: " + ", ".join(
             f"{k.split(' (')[0]} {v:.0f} s" for k, v in r["quickstart"]["split_s"].items()))
         if args.quickstart_plain:
