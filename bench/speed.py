@@ -69,7 +69,7 @@ def flops_per_token(lm, context: int) -> float:
 MODELS = {"smollm2-135m-instruct": (10, 0.02), "qwen2.5-coder-1.5b-instruct": (14, 0.1)}
 
 
-def _setup(rows_needed: int, model: str = "smollm2-135m-instruct"):
+def _setup(model: str = "smollm2-135m-instruct"):
     from steeropt.engine.generation import Decoding, Generator
     from steeropt.engine.models import load_model
     from steeropt.engine.vectors import VectorSet, diff_in_means
@@ -251,6 +251,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", default="16,64", help="rows per generate call of the gen arm, comma-separated")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
+    batches = [int(n) for n in args.batches.split(",")]
     import torch
 
     from steeropt.engine.threads import configure_threads
@@ -260,7 +261,7 @@ def main(argv=None) -> dict:
     repeats = 1 if args.quick else 2
     r: dict = {"threads": torch.get_num_threads()}
     if parts & {"gen", "breakdown", "batching", "int8", "limit"}:
-        plain, fast, prompts, plans, Decoding, IP = _setup(max(map(int, args.batches.split(","))), args.model)
+        plain, fast, prompts, plans, Decoding, IP = _setup(args.model)
         dec = Decoding(max_new_tokens=tokens)
     if "limit" in parts:
         g = matmul_gflops()
@@ -269,7 +270,7 @@ def main(argv=None) -> dict:
         r["limit"] = {"matmul_gflops": g, "flops_per_token": fpt, "context": ctx, "tokens_per_s": g * 1e9 / fpt}
         log(f"limit: matmul {g:.0f} GFLOP/s / {fpt / 1e9:.3f} GFLOP per token = {r['limit']['tokens_per_s']:.0f} tok/s")
     if "gen" in parts:
-        r["gen"] = {f"b{n}": gen_throughput(plain, fast, prompts, plans, dec, n, repeats) for n in map(int, args.batches.split(","))}
+        r["gen"] = {f"b{n}": gen_throughput(plain, fast, prompts, plans, dec, n, repeats) for n in batches}
         r["gen"]["steered"] = steered_ratio(fast, prompts, plans, dec, IP, repeats)
         log(f"  steered/unsteered (fast, batch 16): {r['gen']['steered']['steered_over_unsteered']:.3f}")
     if "breakdown" in parts:

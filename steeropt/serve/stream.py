@@ -13,7 +13,7 @@ import time
 import uuid
 
 from steeropt.errors import SteeroptError
-from steeropt.serve.batcher import Job, Output, eos_ids
+from steeropt.serve.batcher import Cancelled, Job, Output, eos_ids
 
 
 def _token_entry(tok, t: int, lp: float) -> dict:
@@ -75,11 +75,12 @@ async def sse_events(job: Job, batcher, tok, lm, model_name: str):
     try:
         yield chunk({"role": "assistant", "content": ""}, steering=job.steering)
         ids, sent, ended, eos = [], "", False, eos_ids(lm)
+        timed_out = _event({"error": {"message": "the request took longer than this server's time limit",
+                                      "type": "timeout", "param": None, "code": None}})
         while not fut.done() or not tokens.empty():
             if time.monotonic() > job.deadline:
                 job.cancelled.set()
-                yield _event({"error": {"message": "the request took longer than this server's time limit",
-                                        "type": "timeout", "param": None, "code": None}})
+                yield timed_out
                 return
             try:
                 t = await asyncio.wait_for(tokens.get(), timeout=0.2)
@@ -95,6 +96,9 @@ async def sse_events(job: Job, batcher, tok, lm, model_name: str):
                 sent = now
         try:
             out = fut.result()
+        except Cancelled:  # the batcher stopped the row at the deadline before this loop saw it pass
+            yield timed_out
+            return
         except Exception as exc:  # noqa: BLE001  (a row that failed: said in the stream, the server goes on)
             msg = str(exc) if isinstance(exc, SteeroptError) else "internal server error (see the server log)"
             yield _event({"error": {"message": msg, "type": "invalid_request_error", "param": None, "code": None}})
