@@ -2,8 +2,8 @@
 
 A 1-D sweep of the wedding concept (diff-in-means at layer 4 from studies/data/wedding_positive.txt vs
 wedding_neutral.txt, Add controller, normalised α) on the embedded model. Every sample is scored twice
-by the same judge: once through objectives/tiered-default.yaml (gates first, judge on survivors + a 10%
-audit) and once with the gates removed (judge every sample). Prints, per α, the filtered share and
+by the same judge: once through objectives/tiered-default.yaml with the gates it shipped until none qualified
+(gates first, judge on survivors + a 10% audit) and once with no gate (judge every sample). Prints, per α, the filtered share and
 reasons, the trial values under both, the judge requests each needed, and the best α under both.
 
     PYTHONPATH=. .venv/bin/python bench/tiering.py [--prompts 8] [--max-new-tokens 48] [--judge local-default]
@@ -66,7 +66,12 @@ def main() -> None:
     t_gen = time.perf_counter() - t
     concept = ConceptInfo.from_concept(load_concept("wedding"))
 
-    gated_spec = build("objective", "tiered-default")
+    # The gates tiered-default shipped until none qualified on unseen concepts (bench/judge_quality/gates.md):
+    # kept here so this figure stays comparable with the earlier runs.
+    old_gates = [{"metric": "rep_3", "op": ">", "value": 0.2, "reason": "collapsed"},
+                 {"metric": "surprisal_drift", "op": ">", "value": 2.5, "reason": "off_manifold"},
+                 {"metric": "degenerate", "op": ">", "value": 0.5, "reason": "degenerate"}]
+    gated_spec = ObjectiveSpec.model_validate({**build("objective", "tiered-default").model_dump(), "gates": old_gates})
     all_spec = ObjectiveSpec.model_validate({**gated_spec.model_dump(), "name": "judge-all", "gates": []})
     with tempfile.TemporaryDirectory() as tmp:
         judge = make_judge(args.judge, lm=lm, cache=Path(tmp) / "judge.sqlite")

@@ -13,11 +13,10 @@ from steeropt.errors import SteeroptError
 judge_app = sub_app("Check and calibrate an objective's scores against labels.")
 app.add_typer(judge_app, name="judge")
 
-# `--judge NAME` alone: every axis from that judge, yes/no rubrics when it has them, behind the cheap gates.
+# `--judge NAME` alone: every axis from that judge, yes/no rubrics when it has them, on every item: no cheap gate
+# holds on unseen concepts (bench/judge_quality/gates.md), and a gate must never floor the concept.
 _AXIS_RUBRICS = {"concept": ("concept_yn", "concept"), "coherency": ("fluency_yn", "fluency"),
                  "relevance": ("relevance_yn", "instruction")}
-_GATES = [{"metric": "rep_3", "op": ">", "value": 0.2, "reason": "collapsed"},
-          {"metric": "degenerate", "op": ">", "value": 0.5, "reason": "degenerate"}]
 
 
 def resolve_objective(objective: Optional[str], judge: Optional[str]):
@@ -35,8 +34,8 @@ def resolve_objective(objective: Optional[str], judge: Optional[str]):
                 scores[name] = {"rubric": rub}
         if not scores:
             raise SteeroptError(f"judge '{judge}' has none of the rubrics {sorted(r for c in _AXIS_RUBRICS.values() for r in c)}")
-        spec = build("objective", {"name": f"judge-{jspec.name}", "judge": judge, "scores": scores, "gates": _GATES,
-                                   "filtered_score": {k: 0.0 for k in scores}, "audit": {"share": 0.0},
+        spec = build("objective", {"name": f"judge-{jspec.name}", "judge": judge, "scores": scores, "gates": [],
+                                   "audit": {"share": 0.0},
                                    "objectives": [{"name": next(iter(scores)), "direction": "maximize"}]})
         return spec, jspec
     spec = build("objective", objective or "quickstart")

@@ -2,9 +2,8 @@
 
 Per α, over the same prompts: the keyword rate (share of samples with a concept keyword), token 3-gram
 repetition, distinct-1, fluency_proxy (evaluation.objectives.quality: surprisal after a neutral instruction
-relative to the unsteered answers, times 1 - rep-3) and the share of *broken* samples: empty, or caught by
-one of the quickstart objective's gates (objectives/quickstart.yaml: chosen on human labels for precision
-on broken text). `propose` reads sweeps at several layers and proposes a layer and an α range for a study.
+relative to the unsteered answers, times 1 - rep-3) and the share of *broken* samples: empty, or over one of
+BROKEN_IF's thresholds. `propose` reads sweeps at several layers and proposes a layer and an α range for a study.
 
     >>> s = sweep(lm, load_concept("wedding"), [0.0, 0.2, 0.4], layer=10, n_prompts=4)   # doctest: +SKIP
     >>> [(r.alpha, r.keyword_rate, r.broken_share) for r in s.rows]                      # doctest: +SKIP
@@ -18,14 +17,17 @@ from steeropt.engine.generation import Decoding, Generator
 from steeropt.engine.interventions import raw_alphas
 from steeropt.engine.models import LoadedModel
 from steeropt.engine.vectors import VectorSet, diff_in_means
-from steeropt.evaluation.objectives.config import compare
+from steeropt.evaluation.objectives.config import Gate, compare
 from steeropt.evaluation.objectives.metrics import cheap_metrics, compile_keywords
 from steeropt.evaluation.objectives.quality import neutral_surprisals, quality_metrics
-from steeropt.specs import build
 from steeropt.specs.concepts import Concept
 from steeropt.types import InterventionPlan, Site
 
-GATES_FROM = "quickstart"  # the objective whose gates say "broken" (distinct_1 < 0.43, fluency_proxy < 0.29)
+# A sweep's rough "broken" flag, to find where an α range should end; not a score gate. These thresholds were
+# the quickstart objective's gates, dropped there because no cheap threshold keeps precision >= 0.9 on every
+# held-out concept (bench/judge_quality/gates.md); a study's scores come from its objective, never from here.
+BROKEN_IF = (Gate(metric="distinct_1", op="<", value=0.43, reason="collapsed"),
+             Gate(metric="fluency_proxy", op="<", value=0.29, reason="broken"))
 RISE = 0.25  # keyword rate above the unsteered rate that counts as "the concept shows"
 MAX_BROKEN = 0.25  # an α is fine while at most this share of its samples is broken
 
@@ -142,7 +144,6 @@ def sweep(lm: LoadedModel, concept: Concept, alphas: list[float], *, layer: int 
     base, steered = samples
     neutral = neutral_surprisals(lm, base + steered)
     ref = {"neutral": _mean(neutral[:len(base)])}
-    gates = build("objective", GATES_FROM).gates
     patterns = compile_keywords(concept.keywords)
     stop = {lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id}
 
@@ -150,7 +151,7 @@ def sweep(lm: LoadedModel, concept: Concept, alphas: list[float], *, layer: int 
         m = cheap_metrics(s.token_ids, s.text, s.finished, stop, patterns)
         m["fluency_proxy"] = quality_metrics(n, None, m["rep_3"], ref)["fluency_proxy"]
         broken = "empty" if not s.text.strip() else next(
-            (g.reason for g in gates if m.get(g.metric) is not None and compare(m[g.metric], g.op, g.value)), None)
+            (g.reason for g in BROKEN_IF if m.get(g.metric) is not None and compare(m[g.metric], g.op, g.value)), None)
         return SweepSample(s.prompt, s.text, int(m["keyword_hits"] or 0), m["rep_3"], m["distinct_1"],
                            m["fluency_proxy"], broken)
 

@@ -102,6 +102,29 @@ def test_no_shipped_objective_floors_the_concept(name):
     assert "concept" in obj.scores and "concept" not in obj.filtered_score, obj.filtered_score
 
 
+GATES_TABLE = Path(__file__).resolve().parents[2] / "bench" / "judge_quality" / "gates.json"
+
+
+def _qualifies(metric: str, op: str, value: float) -> bool:
+    """A row of bench/judge_quality/gates.py (leave-one-concept-out on all labels) that kept precision >= 0.9 on
+    broken text on every held-out concept, at a threshold no looser than this gate's."""
+    table = json.loads(GATES_TABLE.read_text())
+    return any(r["qualifies"] and r["threshold"] is not None and r["metric"] == metric and r["op"] == op
+               and (value >= r["threshold"] if op in (">", ">=") else value <= r["threshold"]) for r in table)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_gate_holds_on_unseen_concepts(name):
+    bad = [f"{g.metric} {g.op} {g.value}" for g in build("objective", name).gates if not _qualifies(g.metric, g.op, g.value)]
+    assert not bad, f"{name}: gates with no qualifying row in {GATES_TABLE.name}: {bad}"
+
+
+def test_the_gates_that_failed_the_rule_are_refused():
+    """The check itself: the gates the quickstart objective had are what the table says fails on some concept."""
+    assert not _qualifies("distinct_1", "<", 0.43) and not _qualifies("fluency_proxy", "<", 0.29)
+    assert not _qualifies("rep_3", ">", 0.2) and not _qualifies("rep_3", ">", 0.4721)  # pooled 0.98, 0.50 on enthusiasm
+
+
 def test_missing_is_never_zero_and_fails_trial_over_share(lm):
     samples = [make_sample(lm, "Tell me a story.", t) for t in (FLUENT, "MISSING " + NEUTRAL, "MISSING " + FLUENT)]
     [res] = ObjectiveStack(spec(max_missing_share=0.5), lm, RuleJudge(), CONCEPT).evaluate(samples, [PLAN])

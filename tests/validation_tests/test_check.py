@@ -36,17 +36,17 @@ def test_check_json_shape_and_figures(embedded, capsys, clear_labels, judge_free
 
 
 def test_check_with_embedded_judge_on_every_axis(embedded, capsys, clear_labels):
-    # --judge alone: every axis from that judge's yes/no rubrics, behind the cheap gates.
+    # --judge alone: every axis from that judge's yes/no rubrics, on every item (no gate floors anything).
     code, out, err = _run(capsys, "judge", "check", str(clear_labels), "--judge", "local-default", "--json")
     assert code == 0, err
     rep = json.loads(out)
     assert {a: e["source"] for a, e in rep["axes"].items()} == {
         "concept": {"rubric": "concept_yn"}, "fluency": {"rubric": "fluency_yn"}, "relevance": {"rubric": "relevance_yn"}}
     # A judge answer without enough mass on yes/no is missing (left out of the axis, with its reason), never 0.
-    assert rep["axes"]["fluency"]["n"] == 8  # fluency_yn scores every survivor on the 135M judge
+    assert rep["axes"]["fluency"]["n"] == 8  # fluency_yn scores every item on the 135M judge
     assert all(e["n"] <= 8 for e in rep["axes"].values())
     assert (rep["missing"] == 0) == (not rep["missing_reasons"])
-    assert rep["filtered"] == 2  # the two word-repeat items hit the rep-3 gate
+    assert rep["filtered"] == 0 and rep["gates"] == {}  # the word-repeat items are judged too, on the concept as well
 
 
 @pytest.mark.parametrize("line,field", [
