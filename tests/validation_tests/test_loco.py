@@ -75,18 +75,23 @@ def test_judge_check_prints_per_concept_gate_figures(embedded, tmp_path, capsys,
     few = [it for c in ("music", "dogs") for it in [x for x in items if x.concept == c][2:8]]  # 3 broken, 3 readable
     p.write_text("".join(json.dumps({"prompt": it.prompt, "response": it.response, "concept": it.concept,
                                      "labels": it.labels}) + "\n" for it in few))
+    gated = tmp_path / "gated.yaml"  # no shipped objective has a gate (none qualifies): one made for this check
+    gated.write_text("name: gated\njudge: none\nscores:\n  concept: {metric: keyword_hit}\n"
+                     "  coherency: {metric: fluency_proxy}\ngates:\n  - {metric: rep_3, op: '>', value: 0.2, reason: collapsed}\n"
+                     "filtered_score: {coherency: 0.0}\naudit: {share: 0.0}\nobjectives:\n  - {name: concept, direction: maximize}\n")
     try:
-        main(["judge", "check", str(p), "--objective", "cheap-only", "--json"])
+        main(["judge", "check", str(p), "--objective", str(gated), "--json"])
     except SystemExit as e:
         assert not e.code
     rep = json.loads(capsys.readouterr().out)
+    assert set(rep["gates"]) == {"rep_3>0.2"}
     for name, g in rep["gates"].items():
         assert set(g["per_concept"]) == {"music", "dogs"}
         assert sum(pc["fired"] for pc in g["per_concept"].values()) == g["fired"]
         assert sum(pc["n"] for pc in g["per_concept"].values()) == g["n"] == 12
         assert all(pc["broken"] == 3 for pc in g["per_concept"].values())
     try:
-        main(["judge", "check", str(p), "--objective", "cheap-only"])
+        main(["judge", "check", str(p), "--objective", str(gated)])
     except SystemExit as e:
         assert not e.code
     text = capsys.readouterr().out
