@@ -17,7 +17,8 @@ from steeropt.engine.generation import Decoding, Generator
 from steeropt.engine.interventions import raw_alphas
 from steeropt.engine.models import LoadedModel
 from steeropt.engine.vectors import VectorSet, diff_in_means
-from steeropt.evaluation.objectives.config import Gate, compare
+from steeropt.evaluation.objectives.config import Gate
+from steeropt.evaluation.objectives.gates import gate_reasons
 from steeropt.evaluation.objectives.metrics import cheap_metrics, compile_keywords
 from steeropt.evaluation.objectives.quality import neutral_surprisals, quality_metrics
 from steeropt.specs.concepts import Concept
@@ -150,8 +151,7 @@ def sweep(lm: LoadedModel, concept: Concept, alphas: list[float], *, layer: int 
     def scored(s, n):
         m = cheap_metrics(s.token_ids, s.text, s.finished, stop, patterns)
         m["fluency_proxy"] = quality_metrics(n, None, m["rep_3"], ref)["fluency_proxy"]
-        broken = "empty" if not s.text.strip() else next(
-            (g.reason for g in BROKEN_IF if m.get(g.metric) is not None and compare(m[g.metric], g.op, g.value)), None)
+        broken = "empty" if not s.text.strip() else next(iter(gate_reasons(m, BROKEN_IF)), None)
         return SweepSample(s.prompt, s.text, int(m["keyword_hits"] or 0), m["rep_3"], m["distinct_1"],
                            m["fluency_proxy"], broken)
 
