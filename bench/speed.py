@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,8 +192,8 @@ def int8_probe(plain, prompts, plans, dec) -> dict:
             "identical_rows": sum(f is None for f in first), "diverged_at_first_token": sum(f == 0 for f in first)}
 
 
-def judge_speed(judge: str, n: int) -> dict:
-    cmd = [sys.executable, str(ROOT / "bench/judge_speed.py"), "--judge", judge, "--n", str(n)]
+def judge_speed(judge: str, n: int, extra: tuple[str, ...] = ()) -> dict:
+    cmd = [sys.executable, str(ROOT / "bench/judge_speed.py"), "--judge", judge, "--n", str(n), *extra]
     log(f"  judge: {' '.join(cmd[1:])}")
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
@@ -289,18 +290,32 @@ def main(argv=None) -> dict:
             f"{r['int8']['rows']}, diverged at the first token {r['int8']['diverged_at_first_token']}")
     if parts & {"gen", "breakdown", "batching", "int8", "limit"}:
         del plain, fast  # free both model copies before the judge's process starts
-    if "judge" in parts:
-        r["judge"] = judge_speed(args.judge, args.judge_n or (6 if args.quick else 20))
-        log(f"  judge {r['judge']['judge']}: plain {r['judge']['plain_samples_per_s']:.3f}, fast "
-            f"{r['judge']['fast_samples_per_s']:.3f} samples/s ({r['judge']['ratio']:.2f}x)")
+    # the quickstart first: the judge arms then score its own trial samples (one concept, each prompt once per
+    # trial: the requests a study sends), so its folder is kept until they ran
+    scratch = None if args.keep_quickstart else tempfile.mkdtemp(prefix="steeropt-speed-")
+    keep = args.keep_quickstart or (str(Path(scratch) / "quickstart") if "judge" in parts else None)
     if "quickstart" in parts:
-        r["quickstart"] = quickstart(trials=4 if args.quick else None, keep=args.keep_quickstart)
+        r["quickstart"] = quickstart(trials=4 if args.quick else None, keep=keep)
         log(f"  quickstart wall {r['quickstart']['wall_s']:.0f} s: " + ", ".join(
             f"{k.split(' (')[0]} {v:.0f} s" for k, v in r["quickstart"]["split_s"].items()))
         if args.quickstart_plain:
             r["quickstart_plain"] = quickstart(trials=4 if args.quick else None, env={"STEEROPT_FAST": "0"})
             log(f"  quickstart, STEEROPT_FAST=0: wall {r['quickstart_plain']['wall_s']:.0f} s, generation "
                 f"{r['quickstart_plain']['split_s']['generation']:.0f} s")
+    if "judge" in parts:
+        trials = next(Path(keep).glob("runs/*"), None) if keep and "quickstart" in parts else None
+        if trials is not None:  # a study batch: 8 trials x 6 prompts; the plain arm (~3x slower) on the first 8
+            r["judge"] = judge_speed(args.judge, args.judge_n or (12 if args.quick else 48),
+                                     ("--trials", str(trials), "--study", "studies/quickstart.yaml",
+                                      "--plain-n", "4" if args.quick else "8", "--packed"))
+            r["judge"]["command"] = r["judge"]["command"].replace(str(trials), "<the quickstart's runs/quickstart>")
+        else:
+            r["judge"] = judge_speed(args.judge, args.judge_n or (6 if args.quick else 20))
+        log(f"  judge {r['judge']['judge']}: plain {r['judge']['plain_samples_per_s']:.3f}, fast "
+            f"{r['judge']['fast_samples_per_s']:.3f} samples/s ({r['judge']['ratio']:.2f}x; "
+            f"{r['judge']['fast_requests_per_s']:.2f} requests/s)")
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(r, indent=1, default=float))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=float))

@@ -30,26 +30,32 @@ def scored():
             JudgeRequest("concept_yn", PROMPT, OFF, "weddings")]
     fast = LocalJudge(spec, None, lm=lm)
     plain = LocalJudge(spec.model_copy(update={"batch_size": 1}), None, lm=lm, prefix_cache=False)
-    return reqs, fast.judge(reqs), plain.judge(reqs), fast.stats
+    # batch_size 2: the two concept_yn requests (same concept, same prompt) fill a pass, so they share a cache
+    # extended past the concept line; fluency_yn's text line is its first placeholder line, nothing to extend
+    grouped = LocalJudge(spec.model_copy(update={"batch_size": 2}), None, lm=lm)
+    out = fast.judge(reqs), plain.judge(reqs), grouped.judge(reqs)
+    return reqs, *out, fast.stats, grouped.stats
 
 
 def test_prefix_cached_batches_equal_per_call_scores(scored):
-    reqs, fast, plain, stats = scored
-    for r, a, b in zip(reqs, fast, plain):
-        assert a.missing is None and b.missing is None, (r, a.missing, b.missing)
+    reqs, fast, plain, grouped, stats, grouped_stats = scored
+    for r, a, b, c in zip(reqs, fast, plain, grouped):
+        assert a.missing is None and b.missing is None and c.missing is None, (r, a.missing, b.missing, c.missing)
         assert abs(a.score - b.score) <= TOLERANCE, (r.rubric, r.response, a.score, b.score)
+        assert abs(c.score - b.score) <= TOLERANCE, (r.rubric, r.response, c.score, b.score)
     assert stats.forward_passes == 4  # per rubric: one prefix pass + one pass for both tails
+    assert grouped_stats.forward_passes == 5  # + concept_yn's one extension past the concept line
 
 
 # The 0.5B judge ranks (Spearman ~0.66-0.76 with the labels) but its P(yes) gaps are small (measured: fluent 0.478
 # vs gibberish 0.474 on fluency_yn, on-concept 0.649 vs off 0.619 on concept_yn), so only the order is asserted.
 def test_fluency_yn_puts_gibberish_below_fluent(scored):
-    _, fast, _, _ = scored
+    fast = scored[1]
     assert fast[0].score > fast[1].score, (fast[0].score, fast[1].score)
 
 
 def test_concept_yn_puts_on_concept_above_off_concept(scored):
-    _, fast, _, _ = scored
+    fast = scored[1]
     assert fast[2].score > fast[3].score, (fast[2].score, fast[3].score)
 
 

@@ -11,7 +11,10 @@ Yes/no rubrics (scale 0..1) take a faster path: the rendered prompt up to the li
 placeholder (chat template, system message, instructions) is the same for every sample, so its KV
 cache is computed once per rubric and shared; only the sample-specific rest (left-padded, sorted by
 length, batch_size rows per pass) goes through the model. Rows whose tokens do not start with the
-shared prefix (a tokenizer merging across the cut) take the plain path.
+shared prefix (a tokenizer merging across the cut) take the plain path. Rows that also share the text up to the
+line holding {response} (the same concept or prompt: a study's batch judges one concept, every prompt once per
+trial) extend that cache once per group of at least batch_size rows, so their tails start at the response
+(measured on the quickstart's concept_yn: 40 of 138 tail tokens, ~20% of that rubric's time).
 
 A 135M judge (the embedded default) is weak: it separates gibberish from fluent text better than
 it recognises concepts. For real studies point the judge at a stronger model: the openai backend
@@ -72,7 +75,15 @@ class LocalJudge(Judge):
     def _shared_prefix(self, rubric: Rubric) -> list[int]:
         """Token ids of the rendered prompt up to the line holding the first placeholder (same for every sample)."""
         mark = "\x00"
-        text = self._prompt_text(rubric, mark, mark, mark)
+        return self._ids_before(self._prompt_text(rubric, mark, mark, mark), mark)
+
+    def _head(self, rubric: Rubric, req: JudgeRequest) -> list[int]:
+        """Token ids of this request's rendered prompt up to the line holding {response}: the same for every
+        request with the same prompt and concept."""
+        mark = "\x00"
+        return self._ids_before(self._prompt_text(rubric, req.prompt, mark, req.concept), mark)
+
+    def _ids_before(self, text: str, mark: str) -> list[int]:
         cut = text.rfind("\n", 0, text.index(mark)) + 1  # cut at a line start: tokenizers rarely merge across "\n"
         return self.lm.tokenizer(text[:cut], add_special_tokens=False).input_ids if cut > 0 else []
 
@@ -87,20 +98,54 @@ class LocalJudge(Judge):
             self._prefix_kv[key] = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return self._prefix_kv[key]
 
-    def _distributions_prefixed(self, prompts: list[list[int]], rubric: Rubric) -> list[dict[int, float]]:
-        """Like _distributions, but the shared prefix's KV cache is computed once and each pass holds only suffixes."""
+    @torch.no_grad()
+    def _extend(self, kv: list, ids: list[int], past: int) -> list:
+        """The per-layer (keys, values) of a prefix `past` tokens long (kv) followed by `ids`, in one pass."""
         from transformers.cache_utils import DynamicCache
 
+        device = next(self.lm.model.parameters()).device
+        mask = torch.ones(1, past + len(ids), dtype=torch.long, device=device)
+        _, cache = self._forward(torch.tensor([ids], device=device), mask, DynamicCache(ddp_cache_data=list(kv)))
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _distributions_prefixed(self, prompts: list[list[int]], rubric: Rubric,
+                                heads: list[list[int]] | None = None) -> list[dict[int, float]]:
+        """Like _distributions, but the shared prefix's KV cache is computed once and each pass holds only suffixes.
+        `heads[i]`: prompt i's ids up to its response line; rows sharing a longer head share its cache too."""
         prefix = self._shared_prefix(rubric)
         n = len(prefix)
         fits = [i for i, p in enumerate(prompts) if n and len(p) > n and p[:n] == prefix]
         rest = sorted(set(range(len(prompts))) - set(fits))
         dists: list[dict[int, float]] = [dict() for _ in prompts]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in fits:
+            h = heads[i] if heads else prefix
+            ok = len(h) > n and len(prompts[i]) > len(h) and prompts[i][:len(h)] == h
+            groups.setdefault(tuple(h) if ok else tuple(prefix), []).append(i)
+        for head, rows in list(groups.items()):
+            # a group's own cache pays when it fills a pass (a study judges each prompt once per trial of a
+            # batch); smaller groups would only split passes: their tails start at the rubric prefix
+            if len(head) > n and len(rows) < max(2, self.spec.batch_size):
+                del groups[head]
+                groups.setdefault(tuple(prefix), []).extend(rows)
+        base = self._prefix_cache_for(prefix) if fits else None
+        for head, rows in groups.items():
+            kv = base if len(head) == n else self._extend(base, list(head[n:]), n)
+            self._score_tails(prompts, rows, len(head), kv, rubric, dists)
+        if rest:
+            for i, d in zip(rest, self._distributions([prompts[i] for i in rest], rubric)):
+                dists[i] = d
+        lo, hi = rubric.scale.min, rubric.scale.max
+        return [{v: p for v, p in d.items() if lo <= v <= hi} for d in dists]
+
+    def _score_tails(self, prompts, fits: list[int], n: int, kv: list, rubric: Rubric, dists) -> None:
+        """Rows `fits` of prompts all start with the same n tokens whose cache is kv: batch their tails."""
+        from transformers.cache_utils import DynamicCache
+
         if fits:
-            kv = self._prefix_cache_for(prefix)
             pad = self.lm.tokenizer.pad_token_id or 0
             device = next(self.lm.model.parameters()).device
-            fits.sort(key=lambda i: len(prompts[i]))  # similar lengths per pass: little padding
+            fits = sorted(fits, key=lambda i: len(prompts[i]))  # similar lengths per pass: little padding
             bs = self.spec.batch_size
             for j in range(0, len(fits), bs):
                 chunk = fits[j:j + bs]
@@ -117,11 +162,6 @@ class LocalJudge(Judge):
                 self._follow([(r, "", 1.0, r) for r in range(len(chunk))], probs, cache, mask, sub, rubric)
                 for i, d in zip(chunk, sub):
                     dists[i] = d
-        if rest:
-            for i, d in zip(rest, self._distributions([prompts[i] for i in rest], rubric)):
-                dists[i] = d
-        lo, hi = rubric.scale.min, rubric.scale.max
-        return [{v: p for v, p in d.items() if lo <= v <= hi} for d in dists]
 
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache=None):
@@ -200,9 +240,11 @@ class LocalJudge(Judge):
             rubric = self.spec.rubrics[name]
             prompts = [self._prompt_ids(rubric, requests[i]) for i in idx]
             # yes/no: one forward per row, no digit tree, so the prefix KV cache can be shared cheaply
-            yes_no = (rubric.scale.min, rubric.scale.max) == (0, 1)
-            rate = self._distributions_prefixed if yes_no and self.prefix_cache else self._distributions
-            for i, dist in zip(idx, rate(prompts, rubric)):
+            if (rubric.scale.min, rubric.scale.max) == (0, 1) and self.prefix_cache:
+                dists = self._distributions_prefixed(prompts, rubric, [self._head(rubric, requests[i]) for i in idx])
+            else:
+                dists = self._distributions(prompts, rubric)
+            for i, dist in zip(idx, dists):
                 top = dict(sorted(dist.items(), key=lambda kv: -kv[1])[:5])
                 raw = json.dumps({str(v): round(p, 4) for v, p in top.items()})
                 out[i] = (weighted_rating(dist, rubric), raw)
