@@ -245,6 +245,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--judge", default="local-qwen1.5b")
     ap.add_argument("--judge-n", type=int, default=None, help="labelled items for the judge arms (x 3 rubrics)")
     ap.add_argument("--quickstart-plain", action="store_true", help="also run the quickstart with STEEROPT_FAST=0")
+    ap.add_argument("--no-demo", action="store_true", help="skip the 135M demo study (studies/demo-135m.yaml) beside the quickstart")
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--keep-quickstart", metavar="DIR", help="run the quickstart in this new folder and keep it")
     ap.add_argument("--model", default="smollm2-135m-instruct", choices=sorted(MODELS),
@@ -298,6 +299,10 @@ def main(argv=None) -> dict:
         r["quickstart"] = quickstart(trials=4 if args.quick else None, keep=keep)
         log(f"  quickstart wall {r['quickstart']['wall_s']:.0f} s: " + ", ".join(
             f"{k.split(' (')[0]} {v:.0f} s" for k, v in r["quickstart"]["split_s"].items()))
+        if not args.no_demo:  # the cheap tier's share on the 135M (its objective is judge-free: seconds per trial)
+            r["quickstart_135m"] = quickstart("studies/demo-135m.yaml", trials=4 if args.quick else None)
+            log(f"  demo-135m wall {r['quickstart_135m']['wall_s']:.0f} s: " + ", ".join(
+                f"{k.split(' (')[0]} {v:.0f} s" for k, v in r["quickstart_135m"]["split_s"].items()))
         if args.quickstart_plain:
             r["quickstart_plain"] = quickstart(trials=4 if args.quick else None, env={"STEEROPT_FAST": "0"})
             log(f"  quickstart, STEEROPT_FAST=0: wall {r['quickstart_plain']['wall_s']:.0f} s, generation "
