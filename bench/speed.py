@@ -313,7 +313,8 @@ def main(argv=None) -> dict:
             r["judge"] = judge_speed(args.judge, args.judge_n or (12 if args.quick else 48),
                                      ("--trials", str(trials), "--study", "studies/quickstart.yaml",
                                       "--plain-n", "4" if args.quick else "8", "--packed"))
-            r["judge"]["command"] = r["judge"]["command"].replace(str(trials), "<the quickstart's runs/quickstart>")
+            for key in ("command", "items"):
+                r["judge"][key] = r["judge"][key].replace(str(trials), "the quickstart's runs/quickstart")
         else:
             r["judge"] = judge_speed(args.judge, args.judge_n or (6 if args.quick else 20))
         log(f"  judge {r['judge']['judge']}: plain {r['judge']['plain_samples_per_s']:.3f}, fast "

@@ -19,7 +19,7 @@ OTHER_TOOLS = {
     "llama-cli": {"--control-vector"},
     "pip": {"--no-deps"},
     "python": {"--sections", "--quick", "--judge-n", "--quickstart-plain", "--seeds", "--out", "--merge",
-               "--spec", "--model", "--set", "--only", "--batches", "--keep-quickstart"},
+               "--spec", "--model", "--set", "--only", "--batches", "--keep-quickstart", "--packed", "--scalar"},
     "vllm": {"--port"},
     "chromium": set(),
 }
