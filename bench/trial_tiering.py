@@ -21,6 +21,7 @@ from pathlib import Path
 
 def main(argv=None) -> dict:
     from steeropt.evaluation.objectives.aggregate import harmonic_mean, mean, mean_ci
+    from steeropt.evaluation.objectives.config import compare as ok
     from steeropt.specs.factory import build
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,7 +60,6 @@ def main(argv=None) -> dict:
         return out
 
     bd = {n: bounds(seen(recs)) for n, recs in trials.items()}
-    ok = lambda v, op, x: v >= x if op == ">=" else v <= x  # noqa: E731
     # the scalarization (a harmonic mean) rises with each axis: its bounds are those of the axes' bounds
     scalar = lambda x, end: harmonic_mean({k: x[k][end] for k in spec.scalarization.of})  # noqa: E731
     surely_feasible = {n for n, x in bd.items() if all(ok(x[c][1] if op == ">=" else x[c][2], op, t) for c, op, t in cons)}
